@@ -1,0 +1,69 @@
+"""Atomic file writes and config-keyed cache paths.
+
+Outputs are written to a temporary file in the target folder and renamed into place, so a killed or failed
+run never leaves a half-written cache or result behind.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  suffix = os.path.splitext(path)[1]  # np.save/np.savez append their extension unless it is present
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+  os.close(fd)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+
+
+def write_json(path: str, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+  with atomic_path(path) as tmp:
+    np.savez(tmp, **arrays)
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+  with np.load(path, allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+def file_fingerprint(path: str) -> dict[str, Any]:
+  """Identifies a source file's version cheaply: absolute path, size and modification time."""
+  st = os.stat(path)
+  return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def config_key(config: dict[str, Any]) -> str:
+  """A short stable hash of a JSON-able config, used to name caches."""
+  blob = json.dumps(config, sort_keys=True, default=_json_default).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _json_default(obj: Any) -> Any:
+  if isinstance(obj, np.generic):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

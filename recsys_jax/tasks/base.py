@@ -1,0 +1,54 @@
+"""The task protocol: a task owns its batch layout, its loss and its metrics; the trainer knows none of them.
+
+Batches are dicts of numpy arrays with a leading batch axis of fixed size (the trainer shards that axis over
+the mesh's `data` axis), so each jitted function compiles a bounded number of times. Padded rows carry
+`weight == 0`.
+"""
+import abc
+from typing import Any, Iterator
+
+import jax.numpy as jnp
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+class Task(abc.ABC):
+  """A protocol: inputs, loss and metrics for one family of models."""
+
+  name: str
+  # Early stopping and best-checkpoint selection watch this validation metric.
+  selection_metric: str
+  selection_mode: str = "max"  # "max" (higher is better) or "min"
+
+  @abc.abstractmethod
+  def example_batch(self, batch_size: int) -> Batch:
+    """A batch of the training layout, used to initialise a model's parameters."""
+
+  @abc.abstractmethod
+  def num_train_batches(self, batch_size: int) -> int:
+    """How many batches `train_batches` yields per epoch."""
+
+  @abc.abstractmethod
+  def train_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
+    """One epoch of training batches; all randomness (order, negatives) comes from `rng`."""
+
+  @abc.abstractmethod
+  def loss(self, outputs: Any, batch: Batch) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Pure jnp: the scalar training loss and auxiliary scalars to log."""
+
+  @abc.abstractmethod
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+    """The fixed evaluation batches of a split ("valid" or "test"), in a deterministic order."""
+
+  @abc.abstractmethod
+  def eval_outputs(self, outputs: Any, batch: Batch) -> dict[str, jnp.ndarray]:
+    """Pure jnp, inside the jitted eval step: per-row arrays to gather on the host."""
+
+  @abc.abstractmethod
+  def compute_metrics(self, gathered: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metrics from the concatenated eval outputs of one split (padding rows already removed)."""
+
+  def describe(self) -> dict[str, Any]:
+    """Facts about the data worth writing into results.json."""
+    return {}
