@@ -65,7 +65,9 @@ class SequentialDataset:
 
   def save(self, path: str) -> None:
     arrays = {f"{s}/{f}": getattr(self.split(s), f) for s in SPLITS for f in _SPLIT_FIELDS}
-    arrays.update(user_vocab=self.user_vocab, item_vocab=self.item_vocab, cate_vocab=self.cate_vocab,
+    # Vocabularies as fixed-width unicode (pandas hands out object arrays), so loading needs no pickle.
+    arrays.update(user_vocab=self.user_vocab.astype(str), item_vocab=self.item_vocab.astype(str),
+                  cate_vocab=self.cate_vocab.astype(str),
                   name=np.asarray(self.name), stats_json=np.asarray(json.dumps(self.stats, sort_keys=True)))
     files.save_npz(path, arrays)
 

@@ -1,0 +1,1 @@
+"""The generic trainer: jitted steps on a device mesh, checkpoints, early stopping, logs."""

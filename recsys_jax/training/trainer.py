@@ -1,0 +1,148 @@
+"""`train_and_evaluate`: the one training loop every model of the library runs through.
+
+Per epoch: train on the task's batches (data order and negatives from `default_rng([seed, epoch])`, dropout from
+`fold_in(rng, step)`), evaluate on valid, checkpoint (latest + best by the task's selection metric), log one
+line to `metrics.jsonl`. Stops early after `early_stop_patience` epochs without improvement. Finally restores
+the best checkpoint, evaluates on test and writes `results.json`. A killed run restarted with the same workdir
+resumes from the last finished epoch and ends with the same metrics as an uninterrupted one.
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from recsys_jax import files
+from recsys_jax.errors import InputError
+from recsys_jax.models.registry import ModelDef
+from recsys_jax.tasks.base import Task
+from recsys_jax.training import checkpoints, mesh as mesh_lib, steps
+from recsys_jax.training.progress import Progress
+
+# Config keys that may change when resuming (to extend a finished run with more epochs, say).
+_RESUMABLE_CHANGES = ("epochs", "early_stop_patience")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  epochs: int = 10
+  batch_size: int = 400
+  eval_batch_size: int = 0  # 0: the training batch size
+  learning_rate: float = 1e-3
+  clip_global_norm: float = 0.0  # 0: no clipping
+  early_stop_patience: int = 10
+  seed: int = 42
+
+
+def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: TrainConfig, workdir: str,
+                       dataset_name: str, mesh=None, log=print) -> dict:
+  """Trains, selects the best epoch on valid, tests it; returns (and writes) the results dict."""
+  mesh = mesh or mesh_lib.make_mesh()
+  n_dev = mesh.shape[mesh_lib.DATA_AXIS]
+  if config.batch_size % n_dev:
+    raise InputError(f"--batch_size {config.batch_size} must be a multiple of the {n_dev} devices")
+  eval_batch_size = mesh_lib.round_up_batch(config.eval_batch_size or config.batch_size, mesh)
+  os.makedirs(workdir, exist_ok=True)
+
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  tx = steps.make_optimizer(config.learning_rate, config.clip_global_norm)
+  state = steps.init_state(model, model_config, tx, init_rng, task.example_batch(config.batch_size), mesh)
+  run_config = {"model": model.name, "dataset": dataset_name, "task": task.name,
+                "model_config": dataclasses.asdict(model_config), "train_config": dataclasses.asdict(config)}
+  meta = {"epoch": 0, "history": [], "best_epoch": 0, "best_value": None, "train_seconds": 0.0,
+          "train_examples": 0, "config": run_config}
+
+  ckpt = checkpoints.Checkpoints(workdir)
+  if ckpt.latest_epoch() is not None:
+    state, meta = ckpt.restore_latest(state)
+    _check_same_run(meta["config"], run_config, workdir)
+    meta["config"] = run_config
+    log(f"resuming from {workdir}: epoch {meta['epoch']} of {config.epochs} already done")
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  files.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in meta["history"]))
+  files.write_json(os.path.join(workdir, "config.json"), run_config)
+
+  train_step = steps.make_train_step(model, model_config, task, tx, mesh)
+  eval_step = steps.make_eval_step(model, model_config, task, mesh)
+  n_batches = task.num_train_batches(config.batch_size)
+  better = (lambda a, b: a > b) if task.selection_mode == "max" else (lambda a, b: a < b)
+
+  for epoch in range(meta["epoch"] + 1, config.epochs + 1):
+    if meta["best_value"] is not None and epoch - 1 - meta["best_epoch"] >= config.early_stop_patience:
+      log(f"early stop: no {task.selection_metric} improvement for {config.early_stop_patience} epochs")
+      break
+    progress = Progress(n_batches, f"epoch {epoch}/{config.epochs}", unit="ex")
+    start, losses, examples = time.perf_counter(), [], 0
+    for batch in task.train_batches(config.batch_size, np.random.default_rng([config.seed, epoch])):
+      n = int(batch["weight"].sum())
+      state, measurements = train_step(state, mesh_lib.put_batch(batch, mesh), train_rng)
+      losses.append(measurements["loss"])  # kept on device: no host sync per step
+      examples += n
+      progress.update(1, n)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - start
+    train_loss = float(np.mean(jax.device_get(losses)))
+    if not np.isfinite(train_loss):
+      raise FloatingPointError(f"training diverged at epoch {epoch}: loss {train_loss}")
+
+    valid = evaluate(task, eval_step, state, "valid", eval_batch_size, mesh)
+    value = valid[task.selection_metric]
+    improved = meta["best_value"] is None or better(value, meta["best_value"])
+    record = {"epoch": epoch, "step": int(state["step"]), "split": "valid", "train_loss": train_loss,
+              "epoch_train_seconds": seconds, **valid}
+    meta.update(epoch=epoch, train_seconds=meta["train_seconds"] + seconds,
+                train_examples=meta["train_examples"] + examples, history=meta["history"] + [record])
+    if improved:
+      meta.update(best_epoch=epoch, best_value=value)
+    ckpt.save(epoch, state, meta, best=improved)
+    with open(metrics_path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+    log(f"epoch {epoch}: train_loss {train_loss:.4f} | valid " + _fmt(valid) + (" *" if improved else ""))
+
+  state, best_meta = ckpt.restore_best(state)
+  test = evaluate(task, eval_step, state, "test", eval_batch_size, mesh)
+  ckpt.close()
+  best_record = meta["history"][best_meta["epoch"] - 1]
+  results = {
+      "model": model.name, "dataset": dataset_name, "task": task.name,
+      "valid": {k: best_record[k] for k in test}, "test": test,
+      "best_epoch": best_meta["epoch"], "epochs_run": meta["epoch"],
+      "train_seconds": meta["train_seconds"],
+      "train_examples_per_second": meta["train_examples"] / max(meta["train_seconds"], 1e-9),
+      "num_params": steps.num_params(state["params"]), "num_devices": n_dev,
+      "backend": jax.default_backend(), "config": run_config, "data": task.describe(),
+  }
+  with open(metrics_path, "a", encoding="utf-8") as f:
+    f.write(json.dumps({"epoch": best_meta["epoch"], "split": "test", **test}) + "\n")
+  files.write_json(os.path.join(workdir, "results.json"), results)
+  return results
+
+
+def evaluate(task: Task, eval_step, state: dict, split: str, batch_size: int, mesh) -> dict[str, float]:
+  """Runs the jitted eval step over a split's fixed batches and computes the task's metrics."""
+  outputs, weights = [], []
+  for batch in task.eval_batches(split, batch_size):
+    outputs.append(eval_step(state["params"], state["model_state"], mesh_lib.put_batch(batch, mesh)))
+    weights.append(batch["weight"])
+  keep = np.concatenate(weights) > 0
+  gathered = {k: np.concatenate([np.asarray(o[k]) for o in outputs])[keep] for k in outputs[0]}
+  return task.compute_metrics(gathered)
+
+
+def _check_same_run(saved: dict, current: dict, workdir: str) -> None:
+  def strip(c):
+    c = json.loads(json.dumps(c))
+    for key in _RESUMABLE_CHANGES:
+      c["train_config"].pop(key, None)
+    return c
+
+  if strip(saved) != strip(current):
+    raise InputError("holds a checkpoint of a different configuration; pass a new --workdir or --overwrite",
+                     path=workdir)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+  return " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
