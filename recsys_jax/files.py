@@ -12,6 +12,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -23,6 +26,8 @@ def atomic_path(path: str) -> Iterator[str]:
   os.close(fd)
   try:
     yield tmp
+    if os.path.isfile(tmp):
+      os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -6,5 +6,6 @@ from recsys_jax.models.registry import get, names, register
 from recsys_jax.models import popularity  # noqa: F401,E402
 from recsys_jax.models import a2svd  # noqa: F401,E402
 from recsys_jax.models import slirec  # noqa: F401,E402
+from recsys_jax.models import parsrec  # noqa: F401,E402
 
 __all__ = ["registry", "get", "names", "register"]

@@ -57,6 +57,15 @@ class SequentialDataset:
   def split(self, name: str) -> SequentialSplit:
     return getattr(self, name)
 
+  def item_categories(self) -> np.ndarray:
+    """(I,) category index of each item index, read off every (item, category) pair in the splits."""
+    out = np.zeros(len(self.item_vocab), np.int32)
+    for split in (self.split(s) for s in SPLITS):
+      for items, cates in ((split.hist_item, split.hist_cate), (split.cand_item, split.cand_cate)):
+        out[items.ravel()] = cates.ravel()
+    out[0] = 0
+    return out
+
   def check_nonempty(self, source: str) -> None:
     for name in SPLITS:
       if len(self.split(name)) == 0:

@@ -20,6 +20,13 @@ class Task(abc.ABC):
   # Early stopping and best-checkpoint selection watch this validation metric.
   selection_metric: str
   selection_mode: str = "max"  # "max" (higher is better) or "min"
+  # Splits evaluated after every epoch (selection always uses "valid"); the test split is always evaluated
+  # once more at the end with the best checkpoint.
+  epoch_eval_splits: tuple[str, ...] = ("valid",)
+
+  @abc.abstractmethod
+  def model_dims(self) -> dict[str, int]:
+    """Data-dependent model sizes (e.g. num_items); fills the matching fields of any model config."""
 
   @abc.abstractmethod
   def example_batch(self, batch_size: int) -> Batch:

@@ -56,6 +56,9 @@ class SequentialCTRTask(Task):
     self.num_users = len(dataset.user_vocab)
     self._features = {s: time_features(dataset.split(s)) for s in ("train", "valid", "test")}
 
+  def model_dims(self):
+    return {"num_items": self.num_items, "num_categories": self.num_categories, "num_users": self.num_users}
+
   # ---- batches ----------------------------------------------------------------------------------------
   def _rows(self, split: str, index: np.ndarray, cand_item: np.ndarray, cand_cate: np.ndarray,
             batch_size: int) -> Batch:
@@ -135,3 +138,13 @@ class SequentialCTRTask(Task):
             "max_len": ds.max_len, "valid_negatives": ds.valid.num_negatives,
             "test_negatives": ds.test.num_negatives, "train_negatives": self.train_negatives,
             "stats": ds.stats}
+
+
+def tiny_task(seed: int = 0) -> SequentialCTRTask:
+  """60 synthetic users, short histories: for tests and smoke runs."""
+  from recsys_jax.preprocessing import sequential
+  from recsys_jax.synthetic import sequential as synthetic
+  log = synthetic.generate(num_users=60, num_categories=4, items_per_category=10, min_length=5,
+                           max_length=12, seed=seed)
+  config = sequential.SequentialPrepConfig(max_len=8, valid_negatives=4, test_negatives=9, seed=seed)
+  return SequentialCTRTask(sequential.preprocess(log, config, name="tiny-synthetic"))

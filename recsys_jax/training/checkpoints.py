@@ -34,6 +34,11 @@ class Checkpoints:
     # Waiting keeps the next (donating) train step from racing the background write.
     self._latest.wait_until_finished()
 
+  def latest_meta(self) -> dict:
+    """The latest checkpoint's meta alone (to check a run's config before restoring its arrays)."""
+    step = self._latest.latest_step()
+    return dict(self._latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict]:
     return _restore(self._latest, self._latest.latest_step(), abstract_state)
 

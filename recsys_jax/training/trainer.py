@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -37,9 +37,25 @@ class TrainConfig:
   seed: int = 42
 
 
+def model_config_for(model: ModelDef, task: Task, **overrides) -> Any:
+  """The model's default config with the task's data-dependent sizes and any overrides filled in."""
+  fields = {f.name for f in dataclasses.fields(model.config_cls)}
+  values = {k: v for k, v in task.model_dims().items() if k in fields}
+  unknown = set(overrides) - fields
+  if unknown:
+    raise InputError(f"model {model.name!r} has no option(s) {sorted(unknown)}; it has {sorted(fields)}")
+  return model.config_cls(**{**values, **overrides})
+
+
 def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: TrainConfig, workdir: str,
-                       dataset_name: str, mesh=None, log=print) -> dict:
-  """Trains, selects the best epoch on valid, tests it; returns (and writes) the results dict."""
+                       dataset_name: str, mesh=None, log=print,
+                       on_epoch_end: Callable[[list[dict]], None] | None = None,
+                       inference_only: bool = False) -> dict:
+  """Trains, selects the best epoch on valid, tests it; returns (and writes) the results dict.
+
+  `on_epoch_end(history)` runs after each epoch's checkpoint (plots, say). `inference_only` skips training
+  and evaluates the best checkpoint already in `workdir`.
+  """
   mesh = mesh or mesh_lib.make_mesh()
   n_dev = mesh.shape[mesh_lib.DATA_AXIS]
   if config.batch_size % n_dev:
@@ -57,12 +73,14 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
 
   ckpt = checkpoints.Checkpoints(workdir)
   if ckpt.latest_epoch() is not None:
+    _check_same_run(ckpt.latest_meta()["config"], run_config, workdir)
     state, meta = ckpt.restore_latest(state)
-    _check_same_run(meta["config"], run_config, workdir)
     meta["config"] = run_config
     log(f"resuming from {workdir}: epoch {meta['epoch']} of {config.epochs} already done")
+  elif inference_only:
+    raise InputError("holds no checkpoint to evaluate; train first (without --inference_only)", path=workdir)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  files.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in meta["history"]))
+  files.write_text(metrics_path, "".join(_jsonl(r) for r in meta["history"]))
   files.write_json(os.path.join(workdir, "config.json"), run_config)
 
   train_step = steps.make_train_step(model, model_config, task, tx, mesh)
@@ -70,7 +88,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
   n_batches = task.num_train_batches(config.batch_size)
   better = (lambda a, b: a > b) if task.selection_mode == "max" else (lambda a, b: a < b)
 
-  for epoch in range(meta["epoch"] + 1, config.epochs + 1):
+  for epoch in range(meta["epoch"] + 1, 0 if inference_only else config.epochs + 1):
     if meta["best_value"] is not None and epoch - 1 - meta["best_epoch"] >= config.early_stop_patience:
       log(f"early stop: no {task.selection_metric} improvement for {config.early_stop_patience} epochs")
       break
@@ -88,27 +106,29 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
     if not np.isfinite(train_loss):
       raise FloatingPointError(f"training diverged at epoch {epoch}: loss {train_loss}")
 
-    valid = evaluate(task, eval_step, state, "valid", eval_batch_size, mesh)
-    value = valid[task.selection_metric]
+    record = {"epoch": epoch, "step": int(state["step"]), "train_loss": train_loss,
+              "epoch_train_seconds": seconds}
+    for split in task.epoch_eval_splits:
+      record[split] = evaluate(task, eval_step, state, split, eval_batch_size, mesh)
+    value = record["valid"][task.selection_metric]
     improved = meta["best_value"] is None or better(value, meta["best_value"])
-    record = {"epoch": epoch, "step": int(state["step"]), "split": "valid", "train_loss": train_loss,
-              "epoch_train_seconds": seconds, **valid}
     meta.update(epoch=epoch, train_seconds=meta["train_seconds"] + seconds,
                 train_examples=meta["train_examples"] + examples, history=meta["history"] + [record])
     if improved:
       meta.update(best_epoch=epoch, best_value=value)
     ckpt.save(epoch, state, meta, best=improved)
     with open(metrics_path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(record) + "\n")
-    log(f"epoch {epoch}: train_loss {train_loss:.4f} | valid " + _fmt(valid) + (" *" if improved else ""))
+      f.write(_jsonl(record))
+    log(f"epoch {epoch}: train_loss {train_loss:.4f} | valid " + _fmt(record["valid"]) + (" *" if improved else ""))
+    if on_epoch_end is not None:
+      on_epoch_end(meta["history"])
 
   state, best_meta = ckpt.restore_best(state)
   test = evaluate(task, eval_step, state, "test", eval_batch_size, mesh)
   ckpt.close()
-  best_record = meta["history"][best_meta["epoch"] - 1]
   results = {
       "model": model.name, "dataset": dataset_name, "task": task.name,
-      "valid": {k: best_record[k] for k in test}, "test": test,
+      "valid": meta["history"][best_meta["epoch"] - 1]["valid"], "test": test,
       "best_epoch": best_meta["epoch"], "epochs_run": meta["epoch"],
       "train_seconds": meta["train_seconds"],
       "train_examples_per_second": meta["train_examples"] / max(meta["train_seconds"], 1e-9),
@@ -116,9 +136,16 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
       "backend": jax.default_backend(), "config": run_config, "data": task.describe(),
   }
   with open(metrics_path, "a", encoding="utf-8") as f:
-    f.write(json.dumps({"epoch": best_meta["epoch"], "split": "test", **test}) + "\n")
+    f.write(json.dumps({"epoch": best_meta["epoch"], "split": "test", "checkpoint": "best", **test}) + "\n")
   files.write_json(os.path.join(workdir, "results.json"), results)
   return results
+
+
+def _jsonl(record: dict) -> str:
+  """One metrics.jsonl line per evaluated split of an epoch record."""
+  common = {k: v for k, v in record.items() if not isinstance(v, dict)}
+  return "".join(json.dumps({**common, "split": split, **metrics}) + "\n"
+                 for split, metrics in record.items() if isinstance(metrics, dict))
 
 
 def evaluate(task: Task, eval_step, state: dict, split: str, batch_size: int, mesh) -> dict[str, float]:

@@ -1,0 +1,55 @@
+"""Shared command-line plumbing: one-line errors with exit code 2, flag parsing, the results table."""
+import sys
+
+from absl import flags, logging
+
+from recsys_jax.errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, but an unknown or malformed flag is one line on stderr and exit code 2.
+
+  Library INFO logs (orbax writes several lines per checkpoint) are hidden unless --verbosity is given.
+  """
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(EXIT_BAD_INPUT)
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  return rest
+
+
+def reject_positional(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help)")
+
+
+def guarded(main):
+  """Turns `InputError` (bad files, columns, values) into one line on stderr and exit code 2."""
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except InputError as e:
+      sys.stderr.write(f"error: {e}\n")
+      sys.exit(EXIT_BAD_INPUT)
+
+  return wrapped
+
+
+def results_table(results: dict) -> str:
+  """A plain-text table of the best epoch's valid metrics and the test metrics."""
+  names = list(results["test"])
+  width = max(len(n) for n in names + ["metric"])
+  lines = [f"{results['model']} on {results['dataset']}: best epoch {results['best_epoch']} of "
+           f"{results['epochs_run']}, {results['train_examples_per_second']:,.0f} train examples/s",
+           f"{'metric':<{width}}  {'valid':>8}  {'test':>8}"]
+  for name in names:
+    valid = results["valid"].get(name)
+    valid_text = f"{valid:8.4f}" if valid is not None else f"{'':>8}"
+    lines.append(f"{name:<{width}}  {valid_text}  {results['test'][name]:8.4f}")
+  return "\n".join(lines)

@@ -1,0 +1,281 @@
+"""PARSRec (Gholami et al., KDD'22): personalised attention over the partial basket, fused into an Elman cell.
+
+Per session (reference notes, section 3.4):
+  v = drop(U[user]), h_0 = drop(mean of the history's item embeddings) (zeros for an empty history).
+  Step s: q = [v; h_s]; c = MHA(q, K_s, K_s) with K_0 = drop(E[SOB]) and K_s = drop(E[b_0..b_{s-1}]);
+  a = W_f LN(q + c); z = [v; h_s; a]; o = i2o(z); h_{s+1} = ReLU(i2h(z)); logits = o . drop(E)^T (no bias).
+The steps run under `lax.scan`; the carry holds h, the basket buffer (raw key embeddings), the remaining-item
+mask and the placed ids. The basket item b_s comes from the target rule (section 4.1) in training and from the
+top-k acceptance rule (section 5.1) in evaluation; both depend on the model's own scores.
+
+The math is the original's; the evaluation order is not:
+  * single-query attention never projects the keys: q.(K W_k + b_k) = (q W_k^T).K + q.b_k and
+    sum_j w_j (K_j W_v + b_v) = (sum_j w_j K_j) W_v + b_v, so each step costs O(heads * keys * d);
+  * the constant user part of [v; h; a] is multiplied once per batch, outside the scan.
+Dropout masks come from a counter-based integer hash, not threefry: on CPU, threefry bits for the 2,002 x 128
+output table cost more than the 2,002-way product they mask. Masks are fresh per step for keys and the table,
+as in the original, which re-embeds both on every step.
+Training outputs: `logits` (B, S, I), `targets` (B, S), `step_mask` (B, S). Evaluation outputs: per-step
+candidate `scores` (B, S, C), `positive` (B, S, C), `step_mask`, `placed` (B, S) and `attention` (B, S, S)
+(averaged over heads and blocks; at step 0 the single key is SOB in slot 0).
+"""
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from recsys_jax.models import registry
+from recsys_jax.tasks.basket_completion import EOB, first_hit_in_top_k
+
+_GOLDEN = 0x9E3779B1
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsrecConfig:
+  """Defaults of `PARSRec.sh`; num_users, num_items, num_recoms and full_ranking come from the task."""
+  num_users: int = 1
+  num_items: int = 2              # ids 0 (SOB / padding) and 1 (EOB) included
+  user_dim: int = 128
+  item_dim: int = 128
+  hidden_dim: int = 128
+  num_heads: int = 2
+  num_attn_blocks: int = 1
+  dropout: float = 0.1            # on embedding outputs only: v, h_0, keys and the output table
+  ln_eps: float = 1e-8
+  num_recoms: int = 10            # k of the evaluation acceptance rule
+  full_ranking: bool = False      # evaluation over all ids instead of remaining items + fixed negatives
+  # The original also trains EOB targets on the padded steps of sessions shorter than their batch; by
+  # default those steps are masked out of the loss.
+  train_eob_on_padding: bool = False
+
+  def __post_init__(self):
+    if (self.user_dim + self.hidden_dim) % self.num_heads:
+      raise ValueError("user_dim + hidden_dim must be divisible by num_heads")
+
+
+# ---- dropout ---------------------------------------------------------------------------------------------
+
+def _fmix32(x: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finaliser: a bijective avalanche mix of uint32 values."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x85EBCA6B)
+  x = x ^ (x >> 13)
+  x = x * jnp.uint32(0xC2B2AE35)
+  return x ^ (x >> 16)
+
+
+def dropout(x: jax.Array, rate: float, seed: jax.Array | None, stream) -> jax.Array:
+  """Inverted dropout with a mask hashed from (seed, stream, element index); identity when seed is None.
+
+  `seed` is a (2,) uint32 array drawn once per call of the model; `stream` (an int or traced int) separates
+  the uses and steps, so each gets an independent mask.
+  """
+  if seed is None or rate <= 0:
+    return x
+  stream = jnp.asarray(stream, jnp.uint32)
+  k1 = _fmix32(seed[0] ^ (stream * jnp.uint32(0x85EBCA77)))
+  k2 = seed[1] + stream
+  index = jnp.arange(x.size, dtype=jnp.uint32).reshape(x.shape)
+  bits = _fmix32(_fmix32(index * jnp.uint32(_GOLDEN) + k1) ^ k2)
+  keep = bits >= jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+# Dropout streams: fixed ids for the per-batch uses, then two per step (keys, output table).
+_STREAM_USER, _STREAM_HISTORY, _STREAM_STEP0 = 1, 2, 16
+
+
+# ---- parameters ------------------------------------------------------------------------------------------
+
+def _uniform(bound: float):
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _normal(std: float):
+  return lambda key, shape, dtype=jnp.float32: std * jax.random.normal(key, shape, dtype)
+
+
+def _xavier(fan_in: int, fan_out: int):
+  return _uniform(math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+class Parsrec(nn.Module):
+  config: ParsrecConfig
+
+  def _params(self) -> dict:
+    """Creates every parameter with the original's initialisation (reference notes, section 3.3)."""
+    c = self.config
+    q_dim, z_dim = c.user_dim + c.hidden_dim, c.user_dim + c.hidden_dim + c.item_dim
+    p = {
+        "user_embedding": self.param("user_embedding", _uniform(math.sqrt(1 / c.num_users)),
+                                     (c.num_users, c.user_dim)),
+        "item_embedding": self.param("item_embedding", _uniform(math.sqrt(1 / c.num_items)),
+                                     (c.num_items, c.item_dim)),
+        "blocks": [],
+    }
+    for name, out in (("i2h", c.hidden_dim), ("i2o", c.item_dim)):
+      p[name] = (self.param(f"{name}_kernel", _normal(math.sqrt(2 / (z_dim + out))), (z_dim, out)),
+                 self.param(f"{name}_bias", _normal(math.sqrt(1 / out)), (out,)))
+    zeros, ones = nn.initializers.zeros, nn.initializers.ones
+    for i in range(c.num_attn_blocks):
+      out = c.item_dim if i == c.num_attn_blocks - 1 else q_dim
+      default = _uniform(1 / math.sqrt(q_dim))  # PyTorch's default Linear init for in_features = q_dim
+      p["blocks"].append({
+          "q": (self.param(f"attn{i}_q_kernel", _xavier(q_dim, q_dim), (q_dim, q_dim)),
+                self.param(f"attn{i}_q_bias", zeros, (q_dim,))),
+          "k": (self.param(f"attn{i}_k_kernel", _xavier(c.item_dim, q_dim), (c.item_dim, q_dim)),
+                self.param(f"attn{i}_k_bias", zeros, (q_dim,))),
+          "v": (self.param(f"attn{i}_v_kernel", _xavier(c.item_dim, q_dim), (c.item_dim, q_dim)),
+                self.param(f"attn{i}_v_bias", zeros, (q_dim,))),
+          "o": (self.param(f"attn{i}_out_kernel", default, (q_dim, q_dim)),
+                self.param(f"attn{i}_out_bias", zeros, (q_dim,))),
+          "ln": (self.param(f"attn{i}_ln_scale", ones, (q_dim,)),
+                 self.param(f"attn{i}_ln_bias", zeros, (q_dim,))),
+          "f": (self.param(f"attn{i}_f_kernel", default, (q_dim, out)),
+                self.param(f"attn{i}_f_bias", default, (out,))),
+      })
+    return p
+
+  @nn.compact
+  def __call__(self, batch: dict, train: bool):
+    params = self._params()
+    if self.is_initializing():  # init only creates parameters; the example batch may lack eval fields
+      return {}
+    seed = None
+    if train and self.config.dropout > 0:
+      seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
+    return forward(self.config, params, batch, train=train, seed=seed)
+
+
+# ---- forward ---------------------------------------------------------------------------------------------
+
+def _fold_block(block: dict, num_heads: int) -> dict:
+  """Folds the key projection into the query side and the value projection into the output projection."""
+  (wq, bq), (wk, bk), (wv, bv), (wo, bo) = block["q"], block["k"], block["v"], block["o"]
+  q_dim, d = wq.shape[0], wk.shape[0]
+  hd = q_dim // num_heads
+  wk_h, wv_h = wk.reshape(d, num_heads, hd), wv.reshape(d, num_heads, hd)
+  wo_h = wo.reshape(num_heads, hd, q_dim)
+  scale = 1.0 / math.sqrt(hd)
+  return {
+      "qk": jnp.einsum("qhe,dhe->qhd", wq.reshape(q_dim, num_heads, hd), wk_h) * scale,   # (Q, H, d)
+      "qk_bias": jnp.einsum("he,dhe->hd", bq.reshape(num_heads, hd), wk_h) * scale,       # (H, d)
+      # q . b_k per head is the same for every key, so it cancels in the softmax; kept for fidelity.
+      "qb": jnp.einsum("qhe,he->qh", wq.reshape(q_dim, num_heads, hd), bk.reshape(num_heads, hd)) * scale,
+      "qb_bias": jnp.sum(bq.reshape(num_heads, hd) * bk.reshape(num_heads, hd), -1) * scale,
+      "vo": jnp.einsum("dhe,heo->hdo", wv_h, wo_h),                                       # (H, d, Q)
+      "vo_bias": bv @ wo + bo,
+      "ln": block["ln"], "f": block["f"],
+  }
+
+
+def _attend(q_in: jax.Array, q_full: jax.Array, keys: jax.Array, key_mask: jax.Array, fb: dict, qt_extra,
+            qb_extra, eps: float) -> tuple[jax.Array, jax.Array]:
+  """One attention block, single query per row: (W_f LN(q + MHA(q, K, K)), weights (B, H, S)).
+
+  The query projection is applied to `q_in` only; `qt_extra`/`qb_extra` carry the precomputed projection
+  of the rest of `q_full` (the user half), or 0.
+  """
+  qt = jnp.einsum("bq,qhd->bhd", q_in, fb["qk"]) + fb["qk_bias"] + qt_extra
+  logits = jnp.einsum("bhd,bsd->bhs", qt, keys) + (q_in @ fb["qb"] + fb["qb_bias"] + qb_extra)[:, :, None]
+  logits = jnp.where(key_mask[:, None, :], logits, -jnp.inf)
+  weights = jax.nn.softmax(logits, axis=-1)
+  pooled = jnp.einsum("bhs,bsd->bhd", weights, keys)
+  x = q_full + jnp.einsum("bhd,hdo->bo", pooled, fb["vo"]) + fb["vo_bias"]
+  mean = jnp.mean(x, -1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
+  x = (x - mean) * jax.lax.rsqrt(var + eps) * fb["ln"][0] + fb["ln"][1]
+  return x @ fb["f"][0] + fb["f"][1], weights
+
+
+def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
+            seed: jax.Array | None = None) -> dict:
+  """The step-by-step basket completion of a batch; see the module docstring for the outputs."""
+  c = config
+  batch = {k: jnp.asarray(x) for k, x in batch.items()}
+  session, length = batch["session"], batch["length"]
+  bsz, width = session.shape
+  table = params["item_embedding"]
+  v = dropout(params["user_embedding"][batch["user"]], c.dropout, seed, _STREAM_USER)
+  h0 = dropout(batch["history"] @ table, c.dropout, seed, _STREAM_HISTORY)
+  blocks = [_fold_block(b, c.num_heads) for b in params["blocks"]]
+  # The user part of the first query and of z = [v; h; a] is constant over the steps.
+  (w_h, b_h), (w_o, b_o) = params["i2h"], params["i2o"]
+  w_cell = jnp.concatenate([w_o, w_h], axis=1)                 # (Du + Dh + D, D + Dh): one product per step
+  v_cell = v @ w_cell[:c.user_dim] + jnp.concatenate([b_o, b_h])
+  w_cell = w_cell[c.user_dim:]
+  v_qk = jnp.einsum("bu,uhd->bhd", v, blocks[0]["qk"][:c.user_dim])
+  v_qb = v @ blocks[0]["qb"][:c.user_dim]
+
+  real = session >= 2
+  if not c.full_ranking and not train:
+    cand_ids = jnp.concatenate([session, batch["negatives"]], axis=1)      # (B, C)
+    cand_emb = table[cand_ids]
+  slots = jnp.arange(width)
+  rows = jnp.arange(bsz)
+
+  def step(carry, s):
+    h, keys, remaining = carry
+    key_mask = slots[None, :] < jnp.maximum(s, 1)
+    k_drop = dropout(keys, c.dropout, seed, _STREAM_STEP0 + 2 * s)
+    q = jnp.concatenate([v, h], axis=1)
+    attention = 0.0
+    for i, fb in enumerate(blocks):
+      if i == 0:  # the first query's user half was projected outside the scan
+        fb = dict(fb, qk=fb["qk"][c.user_dim:], qb=fb["qb"][c.user_dim:])
+        qt_extra, qb_extra = v_qk, v_qb
+        q_in = h
+      else:
+        qt_extra, qb_extra, q_in = 0.0, 0.0, q
+      q_next, w = _attend(q_in, q, k_drop, key_mask, fb, qt_extra, qb_extra, c.ln_eps)
+      attention = attention + jnp.mean(w, axis=1) / len(blocks)
+      q = q_next
+    cell = jnp.concatenate([h, q], axis=1) @ w_cell + v_cell
+    o, h_next = cell[:, :c.item_dim], jax.nn.relu(cell[:, c.item_dim:])
+    any_left = jnp.any(remaining, axis=1)
+    first_left = jnp.argmax(remaining, axis=1)
+    if train:
+      logits = o @ dropout(table, c.dropout, seed, _STREAM_STEP0 + 2 * s + 1).T
+      guess = jnp.argmax(jax.lax.stop_gradient(logits), axis=1)
+      match = remaining & (session == guess[:, None]) & (guess[:, None] >= 2)
+      accepted = jnp.any(match, axis=1)
+      pos = jnp.where(accepted, jnp.argmax(match, axis=1), first_left)
+      out = {"logits": logits}
+    else:
+      if c.full_ranking:  # all ids; SOB, EOB and placed items stay in, as in the original
+        scores = o @ table.T
+        positive = jnp.zeros(scores.shape, jnp.int8).at[rows[:, None], session].max(
+            (remaining & real).astype(jnp.int8)) > 0
+        cand = None
+      else:
+        valid = jnp.concatenate([remaining & real, jnp.ones(batch["negatives"].shape, bool)], axis=1)
+        scores = jnp.where(valid, jnp.einsum("bd,bcd->bc", o, cand_emb), -jnp.inf)
+        positive = jnp.concatenate([remaining & real, jnp.zeros(batch["negatives"].shape, bool)], axis=1)
+        cand = cand_ids
+      hit, _, col = first_hit_in_top_k(scores, positive, c.num_recoms)
+      chosen = col if cand is None else jnp.take_along_axis(cand, col[:, None], axis=1)[:, 0]
+      match = remaining & (session == chosen[:, None])
+      pos = jnp.where(hit, jnp.argmax(match, axis=1), first_left)
+      out = {"scores": scores, "positive": positive, "attention": attention}
+    target = jnp.where(any_left, session[rows, pos], EOB)
+    remaining = remaining & ~((slots[None, :] == pos[:, None]) & any_left[:, None])
+    # Slot s receives b_s; slot 0 held SOB for step 0 only.
+    keys = jax.lax.dynamic_update_index_in_dim(keys, table[target], s, axis=1)
+    out.update(targets=target, step_mask=any_left)
+    return (h_next, keys, remaining), out
+
+  keys0 = jnp.zeros((bsz, width, c.item_dim), table.dtype).at[:, 0].set(table[0])
+  remaining0 = slots[None, :] < length[:, None]
+  _, outs = jax.lax.scan(step, (h0, keys0, remaining0), jnp.arange(width))
+  outs = {k: jnp.swapaxes(x, 0, 1) for k, x in outs.items()}     # step-major -> (B, S, ...)
+  if train and c.train_eob_on_padding:
+    outs["step_mask"] = jnp.ones_like(outs["step_mask"])
+  if not train:
+    outs["placed"] = outs.pop("targets")
+  return outs
+
+
+registry.linen_model("parsrec", "basket_completion", ParsrecConfig, Parsrec,
+                     description="PARSRec: personalised attention over the partial basket + Elman cell (KDD'22)")

@@ -1,0 +1,247 @@
+"""Basket completion (PARSRec): complete a user's basket step by step; every step is scored.
+
+Batch layout (leading axis B, fixed per batch size; padded rows have weight 0 and length 0):
+  user      (B,)    int32
+  session   (B, S)  int32    items in file order, right-padded with 0; S = the longest session of the batch
+  length    (B,)    int32
+  history   (B, I)  float32  the history's item histogram divided by its length, so history @ E is the mean
+                             item embedding (a row of zeros for an empty history): one shape for any history
+  negatives (B, K)  int32    eval batches only (not in full-ranking mode): the split's fixed negatives
+  weight    (B,)    float32
+Batches are length-bucketed as in the original: sessions sorted by length, cut into chunks of B, chunk order
+shuffled per epoch (a leftover partial chunk comes last). S is the chunk's longest session, rounded up to a
+power of two beyond 16, so a dataset compiles one shape per distinct session length (3..10 by default).
+
+Loss: softmax cross-entropy over all ids per step, summed over a session's steps, averaged over real rows
+(the original's "sum over steps of the batch-mean CE"). Metrics (percent), from the step-wise completion with
+acceptance: `hr@k` = hit steps / valid steps, `ndcg@k` = sum over hit steps of 1/log2(rank+2) / valid steps
+(both micro over steps), `sess_prec@k` = mean over sessions of hit steps / valid steps.
+"""
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from recsys_jax.preprocessing.baskets import BasketDataset, BasketSplit
+from recsys_jax.tasks.base import Batch, Task
+
+SOB, EOB = 0, 1
+_EXACT_WIDTHS = 16  # session widths up to this compile one shape each; longer ones round up to a power of 2
+
+
+# ---- metric functions (pure jnp) -------------------------------------------------------------------------
+
+def first_hit_in_top_k(scores: jax.Array, positive: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The best-ranked positive among the top-k of `scores` (..., C); ties go to the lower column.
+
+  Returns (hit, rank, col): whether a positive is in the top k, its 0-based rank (k on a miss), and its
+  column (on a miss, the column of the top-1 candidate).
+  """
+  k = min(k, scores.shape[-1])
+  _, top = jax.lax.top_k(scores, k)
+  top_positive = jnp.take_along_axis(positive, top, axis=-1)
+  hit = jnp.any(top_positive, axis=-1)
+  rank = jnp.where(hit, jnp.argmax(top_positive, axis=-1), k)
+  col = jnp.take_along_axis(top, jnp.minimum(rank, k - 1)[..., None], axis=-1)[..., 0]
+  return hit, rank.astype(jnp.int32), col
+
+
+def session_sums(scores: jax.Array, positive: jax.Array, step_mask: jax.Array, k: int) -> dict[str, jax.Array]:
+  """Per-session sums over the valid steps of (B, S, C) step scores: hits, DCG and the step count."""
+  hit, rank, _ = first_hit_in_top_k(scores, positive, k)
+  hit = hit & step_mask
+  gain = jnp.where(hit, 1.0 / jnp.log2(rank.astype(jnp.float32) + 2.0), 0.0)
+  return {"hits": jnp.sum(hit, axis=-1).astype(jnp.float32), "dcg": jnp.sum(gain, axis=-1),
+          "steps": jnp.sum(step_mask, axis=-1).astype(jnp.float32)}
+
+
+def summarize(hits: np.ndarray, dcg: np.ndarray, steps: np.ndarray, k: int) -> dict[str, float]:
+  """HR@k and NDCG@k (micro over steps) and session precision@k (macro over sessions), in percent."""
+  hits, dcg, steps = (np.asarray(x, np.float64) for x in (hits, dcg, steps))
+  total = max(steps.sum(), 1.0)
+  scored = steps > 0
+  prec = float(np.mean(hits[scored] / steps[scored])) if scored.any() else float("nan")
+  return {f"hr@{k}": 100.0 * hits.sum() / total, f"ndcg@{k}": 100.0 * dcg.sum() / total,
+          f"sess_prec@{k}": 100.0 * prec}
+
+
+# ---- the task ----------------------------------------------------------------------------------------------
+
+def bucket_width(length: int) -> int:
+  """The compiled session width of a batch whose longest session has `length` items."""
+  length = max(int(length), 1)
+  return length if length <= _EXACT_WIDTHS else 1 << (length - 1).bit_length()
+
+
+class BasketCompletionTask(Task):
+  name = "basket_completion"
+  selection_mode = "max"
+  # The original evaluates test every epoch for its curves; selection still uses valid only.
+  epoch_eval_splits = ("valid", "test")
+
+  def __init__(self, dataset: BasketDataset, num_recoms: int = 10, full_ranking: bool = False):
+    if num_recoms < 1:
+      raise ValueError(f"num_recoms={num_recoms}; expected >= 1")
+    self.dataset = dataset
+    self.num_recoms = int(num_recoms)
+    self.full_ranking = bool(full_ranking)
+    self.selection_metric = f"sess_prec@{self.num_recoms}"
+    self._order = {s: np.argsort(dataset.split(s).session_lengths(), kind="stable")
+                   for s in ("train", "valid", "test")}
+
+  def model_dims(self) -> dict[str, int]:
+    return {"num_users": self.dataset.num_users, "num_items": self.dataset.num_items,
+            "num_recoms": self.num_recoms, "full_ranking": self.full_ranking}
+
+  # ---- batches --------------------------------------------------------------------------------------------
+  def batch(self, split: str, index: np.ndarray, batch_size: int) -> Batch:
+    """Rows `index` of a split, padded to `batch_size` rows of weight 0 and length 0."""
+    data: BasketSplit = self.dataset.split(split)
+    index = np.asarray(index, np.int64)
+    n, num_items = index.shape[0], self.dataset.num_items
+    if n > batch_size:
+      raise ValueError(f"{n} rows do not fit a batch of {batch_size}")
+    lengths = np.zeros(batch_size, np.int32)
+    lengths[:n] = data.session_lengths()[index]
+    session = np.zeros((batch_size, bucket_width(lengths.max(initial=0))), np.int32)
+    session[:n] = data.session_matrix(index, session.shape[1])
+    h_len = data.history_lengths()[index]
+    starts = np.asarray(data.history_offsets[index])
+    offsets = np.concatenate([[0], np.cumsum(h_len)])
+    flat = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], h_len)
+    row = np.repeat(np.arange(n, dtype=np.int64), h_len)
+    # A normalised histogram, so the model's history mean is one (B, I) x (I, D) product.
+    history = np.bincount(row * num_items + np.asarray(data.history_items[flat]),
+                          weights=np.repeat(1.0 / np.maximum(h_len, 1), h_len),
+                          minlength=batch_size * num_items).reshape(batch_size, num_items)
+    user = np.zeros(batch_size, np.int32)
+    user[:n] = data.user[index]
+    weight = np.zeros(batch_size, np.float32)
+    weight[:n] = 1.0
+    out = {"user": user, "session": session, "length": lengths, "history": history.astype(np.float32),
+           "weight": weight}
+    if split != "train" and not self.full_ranking:
+      negatives = np.zeros((batch_size, data.num_negatives), np.int32)
+      negatives[:n] = data.negatives[index]
+      out["negatives"] = negatives
+    return out
+
+  def _chunks(self, split: str, batch_size: int) -> list[np.ndarray]:
+    order = self._order[split]
+    return [order[i:i + batch_size] for i in range(0, order.shape[0], batch_size)]
+
+  def example_batch(self, batch_size: int) -> Batch:
+    return self.batch("train", self._order["train"][:batch_size], batch_size)
+
+  def num_train_batches(self, batch_size: int) -> int:
+    return -(-len(self.dataset.train) // batch_size)
+
+  def train_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
+    chunks = self._chunks("train", batch_size)
+    full = len(chunks) - (len(chunks[-1]) < batch_size if chunks else 0)
+    for k in np.concatenate([rng.permutation(full), np.arange(full, len(chunks))]).astype(int):
+      yield self.batch("train", chunks[k], batch_size)
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+    for chunk in self._chunks(split, batch_size):
+      yield self.batch(split, chunk, batch_size)
+
+  # ---- loss and metrics ---------------------------------------------------------------------------------
+  def loss(self, outputs: dict, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    logits = outputs["logits"]
+    target = jnp.take_along_axis(logits, outputs["targets"][..., None], axis=-1)[..., 0]
+    ce = jax.nn.logsumexp(logits, axis=-1) - target
+    mask = outputs["step_mask"] * batch["weight"][:, None]
+    total = jnp.sum(ce * mask)
+    per_row = total / jnp.maximum(jnp.sum(batch["weight"]), 1.0)
+    per_step = total / jnp.maximum(jnp.sum(mask), 1.0)
+    # The gradient is the original's objective (sum over steps, mean over rows); the value is the mean CE
+    # per step, which is what the original reports as its train loss and what the trainer logs.
+    loss = per_row + jax.lax.stop_gradient(per_step - per_row)
+    return loss, {"loss_per_row": per_row, "ce_per_step": per_step}
+
+  def eval_outputs(self, outputs: dict, batch: Batch) -> dict[str, jax.Array]:
+    return session_sums(outputs["scores"], outputs["positive"], outputs["step_mask"], self.num_recoms)
+
+  def compute_metrics(self, gathered: dict[str, np.ndarray]) -> dict[str, float]:
+    return summarize(gathered["hits"], gathered["dcg"], gathered["steps"], self.num_recoms)
+
+  def describe(self) -> dict[str, Any]:
+    ds = self.dataset
+    return {"name": ds.name, "num_users": ds.num_users, "num_items": ds.num_items,
+            "sessions": {s: len(ds.split(s)) for s in ("train", "valid", "test")},
+            "num_recoms": self.num_recoms, "full_ranking": self.full_ranking,
+            "num_negatives": ds.valid.num_negatives, "max_session_len": ds.max_session_len,
+            "stats": ds.stats}
+
+  # ---- explanations ---------------------------------------------------------------------------------------
+  def export_attention(self, apply_fn: Callable[[Batch], dict], split: str, batch_size: int) -> dict[str, np.ndarray]:
+    """Runs the evaluation completion over a split and returns its per-step attention, padded to width W.
+
+    `apply_fn(batch)` returns the model's evaluation outputs. Returns, per session in split order: `user`,
+    `length`, `placed` (N, W) (the item placed at each step), `attention` (N, W, W) (step s's weights over
+    key slots; slot 0 is SOB at step 0, else b_j), `hit` (N, W) (the step was a top-k hit).
+    """
+    data = self.dataset.split(split)
+    n, width = len(data), bucket_width(data.session_lengths().max(initial=1))
+    placed = np.zeros((n, width), np.int32)
+    attention = np.zeros((n, width, width), np.float32)
+    hit = np.zeros((n, width), bool)
+    for chunk in self._chunks(split, batch_size):
+      batch = self.batch(split, chunk, batch_size)
+      out = jax.device_get(apply_fn(batch))
+      s, m = batch["session"].shape[1], chunk.shape[0]
+      placed[chunk, :s] = out["placed"][:m]
+      attention[chunk, :s, :s] = out["attention"][:m]
+      step_hit, _, _ = first_hit_in_top_k(out["scores"][:m], out["positive"][:m], self.num_recoms)
+      hit[chunk, :s] = np.asarray(step_hit) & out["step_mask"][:m]
+    return {"user": np.asarray(data.user), "length": data.session_lengths().astype(np.int32),
+            "placed": placed, "attention": attention, "hit": hit}
+
+
+def category_attention(export: dict[str, np.ndarray], item_category: np.ndarray, user_group: np.ndarray,
+                       num_categories: int, num_groups: int = 2) -> tuple[np.ndarray, np.ndarray]:
+  """Category-to-category attention per user group: (lift (G, C, C), counts (G, C, C)).
+
+  For each step s >= 1 and key j < s, the placed item b_s (category t) attends to b_j (category c) with
+  weight w; its lift is w * s, the weight relative to uniform attention over the s keys, so sessions of
+  different lengths compare. lift[g, t, c] is the mean lift over those (step, key) pairs of group g (nan
+  where none); an untrained model gives about 1 everywhere.
+  """
+  length, placed, att = export["length"], export["placed"], export["attention"]
+  n, width = placed.shape
+  s = np.arange(width)
+  valid = (s[None, :, None] < length[:, None, None]) & (s[None, None, :] < s[None, :, None])   # (N, S, J)
+  valid &= (s[None, :, None] >= 1)
+  nn_, ss, jj = np.nonzero(valid)
+  target_cat = item_category[placed[nn_, ss]]
+  key_cat = item_category[placed[nn_, jj]]
+  keep = (target_cat >= 0) & (key_cat >= 0)
+  group = user_group[export["user"][nn_]]
+  key = (group * num_categories + target_cat) * num_categories + key_cat
+  size = num_groups * num_categories * num_categories
+  lift = att[nn_, ss, jj] * ss
+  sums = np.bincount(key[keep], weights=lift[keep], minlength=size).reshape(num_groups, num_categories, -1)
+  counts = np.bincount(key[keep], minlength=size).reshape(num_groups, num_categories, -1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return sums / counts, counts
+
+
+def pair_lift(lift: np.ndarray, counts: np.ndarray, a: int, b: int) -> np.ndarray:
+  """(G,) the count-weighted mean lift between categories a and b, both directions."""
+  sums = np.nan_to_num(lift[:, a, b]) * counts[:, a, b] + np.nan_to_num(lift[:, b, a]) * counts[:, b, a]
+  total = counts[:, a, b] + counts[:, b, a]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return sums / total
+
+
+def tiny_task(seed: int = 0) -> BasketCompletionTask:
+  """48 users x 8 sessions over 20 categories of 3 items: for tests and smoke runs."""
+  from recsys_jax.preprocessing.baskets import split_sessions
+  from recsys_jax.synthetic.parsrec import ParsrecGeneratorConfig, generate
+  config = ParsrecGeneratorConfig(num_users=48, num_sessions=8, items_per_category=3, seed=seed)
+  data = generate(config)
+  dataset = split_sessions(data.sessions, name="tiny-parsrec", num_negatives=20, seed=seed,
+                           num_items=config.num_items)
+  return BasketCompletionTask(dataset, num_recoms=10)
