@@ -40,7 +40,7 @@ def build_task(model, f):
   dataset = sequential_sources.load_sequential_dataset(
       f.dataset, data_path=f.data_path, meta_path=f.meta_path, columns=columns, config=config,
       cache_dir=f.cache_dir, synthetic_options={"num_users": f.synthetic_users})
-  task = SequentialCTRTask(dataset, train_negatives=f.train_negatives)
+  task = SequentialCTRTask(dataset, train_negatives=f.train_negatives, bucket_width=not f.original_quirks)
   rows = ", ".join(f"{s} {len(dataset.split(s)):,}" for s in ("train", "valid", "test"))
   print(f"data {dataset.name}: {rows} rows; {task.num_items:,} items, {task.num_categories:,} categories "
         f"(index 0 = unknown); users dropped: {dataset.stats.get('users_dropped', 0)}")

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 from recsys_jax import files, models
 from recsys_jax.errors import InputError
 from recsys_jax.preprocessing.sequential_dataset import SequentialSplit
-from recsys_jax.tasks.sequential_ctr import time_features
+from recsys_jax.tasks.sequential_ctr import pack_positions, time_features
 
 History = Sequence[tuple[str, int]]  # (raw item id, unix seconds), oldest first
 
@@ -86,6 +86,7 @@ class SequentialRecommender:
       batch = {key: value[rows] for key, value in base.items()}
       b = len(batch["weight"])
       batch = {key: _pad_rows(value, batch_size) for key, value in batch.items()}
+      batch.update(pack_positions(batch["hist_mask"]))
       scores = np.full((batch_size, n_items), -np.inf, np.float32)
       for lo in range(1, n_items, chunk):
         items = np.arange(lo, lo + chunk) % n_items  # fixed chunk width: one compilation

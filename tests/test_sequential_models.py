@@ -104,3 +104,22 @@ def test_group_softmax_loss_is_mean_negative_log_likelihood_of_the_positive(task
   loss_padded, _ = task.loss(jnp.concatenate([logits, jnp.full((1, 5), 9.0)]),
                              {"weight": np.array([1.0, 1.0, 0.0], np.float32)})
   assert float(loss_padded) == pytest.approx(expected, rel=1e-6)
+
+
+def test_packed_attention_equals_dense_without_padding(task):
+  """With no padding the fixes change nothing: packed (default) and dense (quirks) paths agree in training."""
+  from recsys_jax.tasks.sequential_ctr import pack_positions
+  model = models.get("slirec")
+  batch = dict(next(iter(task.train_batches(16, np.random.default_rng(0)))))
+  width = batch["hist_mask"].shape[1]
+  batch["hist_len"] = np.full_like(batch["hist_len"], width)
+  batch["hist_mask"] = np.ones_like(batch["hist_mask"])
+  batch["hist_item"] = np.where(batch["hist_item"] == 0, 1, batch["hist_item"])
+  batch.update(pack_positions(batch["hist_mask"] * batch["weight"][:, None]))
+  outs = []
+  for quirks in (False, True):
+    config = trainer.model_config_for(model, task, original_quirks=quirks, dropout=0.0)
+    variables = model.init(config, jax.random.PRNGKey(0), batch)
+    variables = jax.tree_util.tree_map(lambda x: x * 20, variables)  # make the attention non-uniform
+    outs.append(np.asarray(model.apply(config, variables, batch, train=True, rng=jax.random.PRNGKey(1))[0]))
+  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4)

@@ -4,22 +4,26 @@ Per session (reference notes, section 3.4):
   v = drop(U[user]), h_0 = drop(mean of the history's item embeddings) (zeros for an empty history).
   Step s: q = [v; h_s]; c = MHA(q, K_s, K_s) with K_0 = drop(E[SOB]) and K_s = drop(E[b_0..b_{s-1}]);
   a = W_f LN(q + c); z = [v; h_s; a]; o = i2o(z); h_{s+1} = ReLU(i2h(z)); logits = o . drop(E)^T (no bias).
-The steps run under `lax.scan`; the carry holds h, the basket buffer (raw key embeddings), the remaining-item
-mask and the placed ids. The basket item b_s comes from the target rule (section 4.1) in training and from the
+The steps run under `lax.scan`; the carry holds h, the basket buffer (raw key embeddings) and the
+remaining-item mask. The basket item b_s comes from the target rule (section 4.1) in training and from the
 top-k acceptance rule (section 5.1) in evaluation; both depend on the model's own scores.
 
 The math is the original's; the evaluation order is not:
   * single-query attention never projects the keys: q.(K W_k + b_k) = (q W_k^T).K + q.b_k and
     sum_j w_j (K_j W_v + b_v) = (sum_j w_j K_j) W_v + b_v, so each step costs O(heads * keys * d);
-  * the constant user part of [v; h; a] is multiplied once per batch, outside the scan.
+  * the constant user part of [v; h; a] is multiplied once per batch, outside the scan;
+  * the scan computes each step's logits without gradient (its argmax drives the target rule) and
+    `_tied_logits` supplies their gradient afterwards with products over all steps at once.
 Dropout masks come from a counter-based integer hash, not threefry: on CPU, threefry bits for the 2,002 x 128
 output table cost more than the 2,002-way product they mask. Masks are fresh per step for keys and the table,
 as in the original, which re-embeds both on every step.
-Training outputs: `logits` (B, S, I), `targets` (B, S), `step_mask` (B, S). Evaluation outputs: per-step
-candidate `scores` (B, S, C), `positive` (B, S, C), `step_mask`, `placed` (B, S) and `attention` (B, S, S)
-(averaged over heads and blocks; at step 0 the single key is SOB in slot 0).
+Outputs are step-major, the scan's layout. Training: `logits` (S, B, I), `targets` (S, B), `step_mask` (S, B).
+Evaluation: candidate `scores` (S, B, C), `positive` (S, B, C) (still-remaining session items), `step_mask`,
+`placed` (S, B) and `attention` (S, B, S) (step s's weights over key slots, averaged over heads and blocks;
+slot 0 is SOB at step 0). C = S + negatives, or all ids with `full_ranking`.
 """
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -66,21 +70,25 @@ def _fmix32(x: jax.Array) -> jax.Array:
   return x ^ (x >> 16)
 
 
-def dropout(x: jax.Array, rate: float, seed: jax.Array | None, stream) -> jax.Array:
-  """Inverted dropout with a mask hashed from (seed, stream, element index); identity when seed is None.
+def keep_mask(shape: tuple[int, ...], rate: float, seed: jax.Array, stream) -> jax.Array:
+  """Bernoulli(1 - rate) mask hashed from (seed, stream, element index).
 
   `seed` is a (2,) uint32 array drawn once per call of the model; `stream` (an int or traced int) separates
   the uses and steps, so each gets an independent mask.
   """
-  if seed is None or rate <= 0:
-    return x
   stream = jnp.asarray(stream, jnp.uint32)
   k1 = _fmix32(seed[0] ^ (stream * jnp.uint32(0x85EBCA77)))
   k2 = seed[1] + stream
-  index = jnp.arange(x.size, dtype=jnp.uint32).reshape(x.shape)
+  index = jnp.arange(math.prod(shape), dtype=jnp.uint32).reshape(shape)
   bits = _fmix32(_fmix32(index * jnp.uint32(_GOLDEN) + k1) ^ k2)
-  keep = bits >= jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
-  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+  return bits >= jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
+
+
+def dropout(x: jax.Array, rate: float, seed: jax.Array | None, stream) -> jax.Array:
+  """Inverted dropout with a `keep_mask`; identity when seed is None (evaluation) or rate is 0."""
+  if seed is None or rate <= 0:
+    return x
+  return jnp.where(keep_mask(x.shape, rate, seed, stream), x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 # Dropout streams: fixed ids for the per-batch uses, then two per step (keys, output table).
@@ -190,9 +198,43 @@ def _attend(q_in: jax.Array, q_full: jax.Array, keys: jax.Array, key_mask: jax.A
   return x @ fb["f"][0] + fb["f"][1], weights
 
 
+def _table_stream(step) -> jax.Array:
+  return _STREAM_STEP0 + 2 * jnp.asarray(step, jnp.uint32) + 1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _tied_logits(o: jax.Array, table: jax.Array, seed: jax.Array | None, logits: jax.Array, rate: float):
+  """o_s . drop_s(E)^T for every step, given those products already computed (without gradient) in the scan.
+
+  The scan needs each step's logits for its argmax; this hands them to the loss and supplies their gradient
+  with two products over all steps at once, so the scan itself carries no 2,002-wide residuals.
+  """
+  del o, table, seed, rate
+  return logits
+
+
+def _tied_logits_fwd(o, table, seed, logits, rate):
+  return logits, (o, table, seed)
+
+
+def _tied_logits_bwd(rate, residuals, g):
+  o, table, seed = residuals                                    # o (S, B, D), g (S, B, I)
+  if seed is None or rate <= 0:
+    return (jnp.einsum("sbi,id->sbd", g, table), jnp.einsum("sbi,sbd->id", g, o), None, None)
+  steps = jnp.arange(o.shape[0], dtype=jnp.uint32)
+  keep = jax.vmap(lambda s: keep_mask(table.shape, rate, seed, _table_stream(s)))(steps)   # (S, I, D)
+  scale = 1.0 / (1.0 - rate)
+  d_o = jnp.einsum("sbi,sid->sbd", g, jnp.where(keep, table * scale, 0.0))
+  d_table = jnp.sum(jnp.where(keep, jnp.einsum("sbi,sbd->sid", g, o), 0.0), axis=0) * scale
+  return d_o, d_table, None, None
+
+
+_tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
+
+
 def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
             seed: jax.Array | None = None) -> dict:
-  """The step-by-step basket completion of a batch; see the module docstring for the outputs."""
+  """The step-by-step basket completion of a batch; outputs are step-major (S, B, ...)."""
   c = config
   batch = {k: jnp.asarray(x) for k, x in batch.items()}
   session, length = batch["session"], batch["length"]
@@ -208,11 +250,14 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   w_cell = w_cell[c.user_dim:]
   v_qk = jnp.einsum("bu,uhd->bhd", v, blocks[0]["qk"][:c.user_dim])
   v_qb = v @ blocks[0]["qb"][:c.user_dim]
+  blocks[0] = dict(blocks[0], qk=blocks[0]["qk"][c.user_dim:], qb=blocks[0]["qb"][c.user_dim:])
+  sg_table = jax.lax.stop_gradient(table)
 
   real = session >= 2
   if not c.full_ranking and not train:
     cand_ids = jnp.concatenate([session, batch["negatives"]], axis=1)      # (B, C)
     cand_emb = table[cand_ids]
+    neg_shape = batch["negatives"].shape
   slots = jnp.arange(width)
   rows = jnp.arange(bsz)
 
@@ -223,39 +268,32 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
     q = jnp.concatenate([v, h], axis=1)
     attention = 0.0
     for i, fb in enumerate(blocks):
-      if i == 0:  # the first query's user half was projected outside the scan
-        fb = dict(fb, qk=fb["qk"][c.user_dim:], qb=fb["qb"][c.user_dim:])
-        qt_extra, qb_extra = v_qk, v_qb
-        q_in = h
-      else:
-        qt_extra, qb_extra, q_in = 0.0, 0.0, q
-      q_next, w = _attend(q_in, q, k_drop, key_mask, fb, qt_extra, qb_extra, c.ln_eps)
+      # The first query's user half was projected outside the scan.
+      extra, q_in = ((v_qk, v_qb), h) if i == 0 else ((0.0, 0.0), q)
+      q, w = _attend(q_in, q, k_drop, key_mask, fb, *extra, c.ln_eps)
       attention = attention + jnp.mean(w, axis=1) / len(blocks)
-      q = q_next
     cell = jnp.concatenate([h, q], axis=1) @ w_cell + v_cell
     o, h_next = cell[:, :c.item_dim], jax.nn.relu(cell[:, c.item_dim:])
     any_left = jnp.any(remaining, axis=1)
     first_left = jnp.argmax(remaining, axis=1)
-    if train:
-      logits = o @ dropout(table, c.dropout, seed, _STREAM_STEP0 + 2 * s + 1).T
-      guess = jnp.argmax(jax.lax.stop_gradient(logits), axis=1)
+    if train:  # target rule: accept the top-1 guess if it is still in the basket, else the first remaining
+      logits = jax.lax.stop_gradient(o) @ dropout(sg_table, c.dropout, seed, _table_stream(s)).T
+      guess = jnp.argmax(logits, axis=1)
       match = remaining & (session == guess[:, None]) & (guess[:, None] >= 2)
       accepted = jnp.any(match, axis=1)
       pos = jnp.where(accepted, jnp.argmax(match, axis=1), first_left)
-      out = {"logits": logits}
-    else:
+      out = {"o": o, "logits": logits}
+    else:  # acceptance rule: the best-ranked remaining item among the top k, else the first remaining
       if c.full_ranking:  # all ids; SOB, EOB and placed items stay in, as in the original
         scores = o @ table.T
         positive = jnp.zeros(scores.shape, jnp.int8).at[rows[:, None], session].max(
             (remaining & real).astype(jnp.int8)) > 0
-        cand = None
       else:
-        valid = jnp.concatenate([remaining & real, jnp.ones(batch["negatives"].shape, bool)], axis=1)
+        valid = jnp.concatenate([remaining & real, jnp.ones(neg_shape, bool)], axis=1)
         scores = jnp.where(valid, jnp.einsum("bd,bcd->bc", o, cand_emb), -jnp.inf)
-        positive = jnp.concatenate([remaining & real, jnp.zeros(batch["negatives"].shape, bool)], axis=1)
-        cand = cand_ids
+        positive = jnp.concatenate([remaining & real, jnp.zeros(neg_shape, bool)], axis=1)
       hit, _, col = first_hit_in_top_k(scores, positive, c.num_recoms)
-      chosen = col if cand is None else jnp.take_along_axis(cand, col[:, None], axis=1)[:, 0]
+      chosen = col if c.full_ranking else jnp.take_along_axis(cand_ids, col[:, None], axis=1)[:, 0]
       match = remaining & (session == chosen[:, None])
       pos = jnp.where(hit, jnp.argmax(match, axis=1), first_left)
       out = {"scores": scores, "positive": positive, "attention": attention}
@@ -269,10 +307,11 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   keys0 = jnp.zeros((bsz, width, c.item_dim), table.dtype).at[:, 0].set(table[0])
   remaining0 = slots[None, :] < length[:, None]
   _, outs = jax.lax.scan(step, (h0, keys0, remaining0), jnp.arange(width))
-  outs = {k: jnp.swapaxes(x, 0, 1) for k, x in outs.items()}     # step-major -> (B, S, ...)
-  if train and c.train_eob_on_padding:
-    outs["step_mask"] = jnp.ones_like(outs["step_mask"])
-  if not train:
+  if train:
+    outs["logits"] = _tied_logits(outs.pop("o"), table, seed, outs["logits"], c.dropout)
+    if c.train_eob_on_padding:
+      outs["step_mask"] = jnp.ones_like(outs["step_mask"])
+  else:
     outs["placed"] = outs.pop("targets")
   return outs
 

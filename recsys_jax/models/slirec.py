@@ -5,9 +5,10 @@ short-term: Time4LSTM over history item embeddings + log-time features          
             target-aware attention (`_attention_fcn`) of each candidate over rnn -> att2 (B, C, H)
 fusion:     alpha = sigmoid(FcnNet([target, att1, att2, time_to_now_last]))
             user = alpha att1 + (1 - alpha) att2; logit = FcnNet([user, target]).
-`original_quirks=True` reproduces two defects of the original: the long-term attention also attends to padded
-positions, and the fusion gate reads the time-to-now of the last *padded* column (0 for histories shorter
-than max_len) instead of the last real interaction.
+`original_quirks=True` reproduces the original's handling of padding: the long-term attention also attends to
+padded positions, the short-term attention MLP's BatchNorm statistics include padded positions, and the
+fusion gate reads the time-to-now of the last *padded* column (0 for histories shorter than max_len) instead
+of the last real interaction.
 """
 import dataclasses
 from typing import Sequence
@@ -19,6 +20,8 @@ import jax.numpy as jnp
 from recsys_jax.models import registry
 from recsys_jax.models.layers import BNDropReLU, FcnNet, HistoryAttention, ItemCateEmbed, tnormal
 from recsys_jax.models.time4lstm import Time4LSTM
+
+_MASKED = -2.0**32 + 1  # the original's score for masked steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,24 +48,41 @@ class TargetAttention(nn.Module):
 
   The first dense layer over z is evaluated by blocks — z W = A (Wa + Wd) + q (Wq - Wd) + (A * q) Wp — which
   is the same function with 4x fewer multiply-adds, since only the last block varies per (candidate, step).
+  By default the MLP runs on the batch's real history positions only (`pack_*` arrays of the batch), so its
+  BatchNorm statistics ignore padding; `packed=False` runs it on every position of the padded (B, C, L)
+  grid and, as in the original, lets padding enter the statistics.
   """
   layer_sizes: Sequence[int]
   dropout: float
+  packed: bool = True
 
   @nn.compact
-  def __call__(self, rnn, target, hist_mask, row_mask, train: bool):
+  def __call__(self, rnn, target, batch, train: bool):
+    b, length, _ = rnn.shape
     dim, size0 = target.shape[-1], self.layer_sizes[0]
-    a = rnn @ self.param("attention_mat", tnormal, (rnn.shape[-1], dim))           # (B, L, D)
+    a = rnn @ self.param("attention_mat", tnormal, (rnn.shape[-1], dim))          # (B, L, D)
     kernel = self.param("fcn_kernel_0", tnormal, (4 * dim, size0))
     bias = self.param("fcn_bias_0", nn.initializers.zeros, (size0,))
     k_a, k_q, k_d, k_p = jnp.split(kernel, 4, axis=0)
-    x = ((a @ (k_a + k_d))[:, None, :, :]                                          # (B, 1, L, F)
-         + (target @ (k_q - k_d) + bias)[:, :, None, :]                            # (B, C, 1, F)
-         + (a[:, None, :, :] * target[:, :, None, :]) @ k_p)                       # (B, C, L, F)
+    hist_part = a @ (k_a + k_d)                                                   # (B, L, F)
+    target_part = target @ (k_q - k_d) + bias                                     # (B, C, F)
+    if self.packed:
+      row, pos, valid = batch["pack_row"], batch["pack_pos"], batch["pack_valid"]
+      x = (hist_part[row, pos][:, None, :] + target_part[row]
+           + (a[row, pos][:, None, :] * target[row]) @ k_p)                       # (P, C, F)
+      row_mask = valid * batch["weight"][row]
+    else:
+      x = (hist_part[:, None, :, :] + target_part[:, :, None, :]
+           + (a[:, None, :, :] * target[:, :, None, :]) @ k_p)                    # (B, C, L, F)
+      row_mask = batch["weight"]
     x = BNDropReLU(self.dropout)(x, row_mask, train)
-    x = FcnNet(self.layer_sizes[1:], self.dropout)(x, row_mask, train)[..., 0]     # (B, C, L)
-    x = jnp.where(hist_mask[:, None, :] > 0, x, -2.0**32 + 1)
-    weights = jax.nn.softmax(x, axis=-1)
+    score = FcnNet(self.layer_sizes[1:], self.dropout)(x, row_mask, train)[..., 0]
+    if self.packed:  # scatter the (P, C) scores back onto the (B, C, L) grid; filler goes to a spare slot
+      flat = jnp.where(valid > 0, row * length + pos, b * length)
+      grid = jnp.full((b * length + 1, score.shape[-1]), _MASKED, score.dtype).at[flat].set(score)
+      score = jnp.swapaxes(grid[:-1].reshape(b, length, -1), 1, 2)
+    score = jnp.where(batch["hist_mask"][:, None, :] > 0, score, _MASKED)
+    weights = jax.nn.softmax(score, axis=-1)
     return jnp.einsum("bcl,blh->bch", weights, rnn), weights
 
 
@@ -80,7 +100,8 @@ class SLiRec(nn.Module):
     att1, _ = HistoryAttention(mask_padding=not c.original_quirks, name="long_term")(hist, mask)
     rnn = Time4LSTM(c.hidden_size)(embed.items_only(batch["hist_item"]), batch["time_now"],
                                    batch["time_first"], mask)
-    att2, _ = TargetAttention(c.att_fcn_layer_sizes, c.dropout)(rnn, target, mask, weight, train)
+    att2, _ = TargetAttention(c.att_fcn_layer_sizes, c.dropout, packed=not c.original_quirks)(
+        rnn, target, batch, train)
 
     if c.original_quirks:
       now_last = batch["time_now"][:, -1]

@@ -4,7 +4,7 @@ Gates: Tn = tanh(tn w1 + b1) (time to now), Tl = tanh(tl w2 + b2) (time from the
   Sn = x Wx1 + Tn Wt1 + c1, Sl = x Wx2 + Tl Wt2 + c2; [i, j, f, o] = [x, h] K + bK; o += Tn O1 + Tl O2;
   c' = sigmoid(f + 1) sigmoid(Sl) c + sigmoid(i) sigmoid(Sn) tanh(j); h' = sigmoid(o) tanh(c').
 Everything not depending on h is computed for all steps at once before the scan; the scan only does the
-recurrent h K_h product. Past a row's length the state is frozen and the output is 0 (dynamic_rnn semantics).
+recurrent h K_h product. Outputs past a row's length are 0, as with dynamic_rnn's `sequence_length`.
 """
 import flax.linen as nn
 import jax
@@ -15,7 +15,6 @@ from recsys_jax.models.layers import glorot, glorot_vector
 
 class Time4LSTM(nn.Module):
   hidden: int
-  unroll: int = 1
 
   @nn.compact
   def __call__(self, x, time_now, time_first, mask):
@@ -40,17 +39,17 @@ class Time4LSTM(nn.Module):
 
     def step(carry, inputs):
       c, h = carry
-      xg, ig_t, cg_t, ot, m = inputs
+      xg, ig_t, cg_t, ot = inputs
       i, j, f, o = jnp.split(xg + h @ h_kernel, 4, axis=-1)
-      new_c = jax.nn.sigmoid(f + 1.0) * cg_t * c + jax.nn.sigmoid(i) * ig_t * jnp.tanh(j)
-      new_h = jax.nn.sigmoid(o + ot) * jnp.tanh(new_c)
-      m = m[:, None]
-      c, h = m * new_c + (1 - m) * c, m * new_h + (1 - m) * h
-      return (c, h), m * new_h
+      c = jax.nn.sigmoid(f + 1.0) * cg_t * c + jax.nn.sigmoid(i) * ig_t * jnp.tanh(j)
+      h = jax.nn.sigmoid(o + ot) * jnp.tanh(c)
+      return (c, h), h
 
     batch = x.shape[0]
     zeros = jnp.zeros((batch, h_dim), x.dtype)
     time_major = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
-    xs = tuple(map(time_major, (x_gates, in_gate_time, carry_gate_time, o_time, mask)))
-    _, out = jax.lax.scan(step, (zeros, zeros), xs, unroll=self.unroll)
-    return time_major(out)
+    xs = tuple(map(time_major, (x_gates, in_gate_time, carry_gate_time, o_time)))
+    _, out = jax.lax.scan(step, (zeros, zeros), xs)
+    # Histories are left-aligned and the final state is unused, so instead of freezing the state past each
+    # row's length (dynamic_rnn) it is enough to zero those outputs: outputs before the length are the same.
+    return time_major(out) * mask[..., None]

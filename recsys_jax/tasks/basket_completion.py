@@ -48,12 +48,12 @@ def first_hit_in_top_k(scores: jax.Array, positive: jax.Array, k: int) -> tuple[
 
 
 def session_sums(scores: jax.Array, positive: jax.Array, step_mask: jax.Array, k: int) -> dict[str, jax.Array]:
-  """Per-session sums over the valid steps of (B, S, C) step scores: hits, DCG and the step count."""
+  """Per-session sums over the valid steps of step-major (S, B, C) scores: hits, DCG and the step count."""
   hit, rank, _ = first_hit_in_top_k(scores, positive, k)
   hit = hit & step_mask
   gain = jnp.where(hit, 1.0 / jnp.log2(rank.astype(jnp.float32) + 2.0), 0.0)
-  return {"hits": jnp.sum(hit, axis=-1).astype(jnp.float32), "dcg": jnp.sum(gain, axis=-1),
-          "steps": jnp.sum(step_mask, axis=-1).astype(jnp.float32)}
+  return {"hits": jnp.sum(hit, axis=0).astype(jnp.float32), "dcg": jnp.sum(gain, axis=0),
+          "steps": jnp.sum(step_mask, axis=0).astype(jnp.float32)}
 
 
 def summarize(hits: np.ndarray, dcg: np.ndarray, steps: np.ndarray, k: int) -> dict[str, float]:
@@ -151,8 +151,8 @@ class BasketCompletionTask(Task):
   def loss(self, outputs: dict, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
     logits = outputs["logits"]
     target = jnp.take_along_axis(logits, outputs["targets"][..., None], axis=-1)[..., 0]
-    ce = jax.nn.logsumexp(logits, axis=-1) - target
-    mask = outputs["step_mask"] * batch["weight"][:, None]
+    ce = jax.nn.logsumexp(logits, axis=-1) - target                  # (S, B)
+    mask = outputs["step_mask"] * batch["weight"][None, :]
     total = jnp.sum(ce * mask)
     per_row = total / jnp.maximum(jnp.sum(batch["weight"]), 1.0)
     per_step = total / jnp.maximum(jnp.sum(mask), 1.0)
@@ -192,10 +192,10 @@ class BasketCompletionTask(Task):
       batch = self.batch(split, chunk, batch_size)
       out = jax.device_get(apply_fn(batch))
       s, m = batch["session"].shape[1], chunk.shape[0]
-      placed[chunk, :s] = out["placed"][:m]
-      attention[chunk, :s, :s] = out["attention"][:m]
-      step_hit, _, _ = first_hit_in_top_k(out["scores"][:m], out["positive"][:m], self.num_recoms)
-      hit[chunk, :s] = np.asarray(step_hit) & out["step_mask"][:m]
+      placed[chunk, :s] = out["placed"][:, :m].T
+      attention[chunk, :s, :s] = np.swapaxes(out["attention"][:, :m], 0, 1)
+      step_hit, _, _ = first_hit_in_top_k(out["scores"][:, :m], out["positive"][:, :m], self.num_recoms)
+      hit[chunk, :s] = (np.asarray(step_hit) & out["step_mask"][:, :m]).T
     return {"user": np.asarray(data.user), "length": data.session_lengths().astype(np.int32),
             "placed": placed, "attention": attention, "hit": hit}
 

@@ -1,12 +1,16 @@
 """Sequential CTR protocol of Microsoft `recommenders` (SLi-Rec, A2SVD): 1 positive + N candidates per row.
 
 Batch layout (leading axis B, fixed per batch size; padded rows have weight 0):
-  hist_item, hist_cate (B, L) int32   left-aligned history, 0 = padding
-  hist_mask            (B, L) float32 1 for real history positions
+  hist_item, hist_cate (B, W) int32   left-aligned history, 0 = padding; W = the batch's longest history
+                                      rounded up to WIDTH_QUANTUM (<= max_len), so few shapes compile
+  hist_mask            (B, W) float32 1 for real history positions
   hist_len             (B,)   int32
-  time_first, time_now (B, L) float32 log-day time features of `recommenders`' iterator (0 in padding)
+  time_first, time_now (B, W) float32 log-day time features of `recommenders`' iterator (0 in padding)
   cand_item, cand_cate (B, C) int32   column 0 is the positive
   weight               (B,)   float32
+  pack_row, pack_pos   (P,)   int32   the real history positions of the batch as (row, position) pairs, then
+                                      filler (0, 0); P is rounded up to a multiple of `PACK_QUANTUM`
+  pack_valid           (P,)   float32 1 for real positions of real rows, 0 for filler
 Training rows get `train_negatives` negatives drawn from the positives of other rows of the same batch
 (rejecting equal items), so C = 1 + 4; evaluation rows carry the split's fixed sampled negatives.
 Loss: softmax over each group, -log p(positive). Metrics on sigmoid(logit) per candidate.
@@ -22,6 +26,10 @@ from recsys_jax.preprocessing.sequential_dataset import SequentialDataset, Seque
 from recsys_jax.tasks.base import Batch, Task
 
 _DAY = 86400.0
+# P (packed positions per batch) is rounded up to a multiple of this, so a dataset compiles few shapes.
+PACK_QUANTUM = 1024
+# A batch's history width is its longest history rounded up to a multiple of this (at most max_len).
+WIDTH_QUANTUM = 10
 
 
 def time_features(split: SequentialSplit) -> tuple[np.ndarray, np.ndarray]:
@@ -42,13 +50,27 @@ def time_features(split: SequentialSplit) -> tuple[np.ndarray, np.ndarray]:
   return (np.where(mask, first, 0).astype(np.float32), np.where(mask, now, 0).astype(np.float32))
 
 
+def pack_positions(mask: np.ndarray) -> dict[str, np.ndarray]:
+  """(row, position) of every entry with mask 1, row-major, padded with filler (0, 0) of validity 0."""
+  rows, pos = np.nonzero(mask)
+  size = max(PACK_QUANTUM, -(-len(rows) // PACK_QUANTUM) * PACK_QUANTUM)
+  pad = np.zeros(size - len(rows), np.int32)
+  return {"pack_row": np.concatenate([rows, pad]).astype(np.int32),
+          "pack_pos": np.concatenate([pos, pad]).astype(np.int32),
+          "pack_valid": np.concatenate([np.ones(len(rows), np.float32), pad.astype(np.float32)])}
+
+
 class SequentialCTRTask(Task):
   name = "sequential_ctr"
   selection_metric = "group_auc"
   selection_mode = "max"
 
-  def __init__(self, dataset: SequentialDataset, train_negatives: int = 4, ndcg_ks: tuple[int, ...] = (2, 4, 6)):
+  def __init__(self, dataset: SequentialDataset, train_negatives: int = 4, ndcg_ks: tuple[int, ...] = (2, 4, 6),
+               bucket_width: bool = True):
+    """`bucket_width=False` keeps every batch max_len wide, which models reproducing the original's
+    padding behaviour (`original_quirks`) need."""
     self.dataset = dataset
+    self.bucket_width = bucket_width
     self.train_negatives = train_negatives
     self.ndcg_ks = tuple(ndcg_ks)
     self.num_items = len(dataset.item_vocab)
@@ -67,16 +89,19 @@ class SequentialCTRTask(Task):
     first, now = self._features[split]
     pad = batch_size - len(index)
     rows = np.concatenate([index, np.zeros(pad, np.int64)])
-    length = data.hist_item.shape[1]
+    width = data.hist_item.shape[1]
+    if self.bucket_width and len(index):
+      width = min(width, -(-int(data.hist_len[index].max()) // WIDTH_QUANTUM) * WIDTH_QUANTUM)
     batch = {
-        "hist_item": data.hist_item[rows], "hist_cate": data.hist_cate[rows],
-        "hist_mask": (np.arange(length)[None, :] < data.hist_len[rows, None]).astype(np.float32),
+        "hist_item": data.hist_item[rows, :width], "hist_cate": data.hist_cate[rows, :width],
+        "hist_mask": (np.arange(width)[None, :] < data.hist_len[rows, None]).astype(np.float32),
         "hist_len": data.hist_len[rows].astype(np.int32),
-        "time_first": first[rows], "time_now": now[rows],
+        "time_first": first[rows, :width], "time_now": now[rows, :width],
         "cand_item": np.concatenate([cand_item, np.zeros((pad, cand_item.shape[1]), np.int32)]),
         "cand_cate": np.concatenate([cand_cate, np.zeros((pad, cand_cate.shape[1]), np.int32)]),
         "weight": np.concatenate([np.ones(len(index), np.float32), np.zeros(pad, np.float32)]),
     }
+    batch.update(pack_positions(batch["hist_mask"] * batch["weight"][:, None]))
     return batch
 
   def example_batch(self, batch_size: int) -> Batch:
