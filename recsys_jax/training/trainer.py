@@ -124,7 +124,9 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
       on_epoch_end(meta["history"])
 
   state, best_meta = ckpt.restore_best(state)
+  start = time.perf_counter()
   test = evaluate(task, eval_step, state, "test", eval_batch_size, mesh)
+  test_seconds = time.perf_counter() - start
   ckpt.close()
   results = {
       "model": model.name, "dataset": dataset_name, "task": task.name,
@@ -132,6 +134,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
       "best_epoch": best_meta["epoch"], "epochs_run": meta["epoch"],
       "train_seconds": meta["train_seconds"],
       "train_examples_per_second": meta["train_examples"] / max(meta["train_seconds"], 1e-9),
+      "test_eval_seconds": test_seconds,
       "num_params": steps.num_params(state["params"]), "num_devices": n_dev,
       "backend": jax.default_backend(), "config": run_config, "data": task.describe(),
   }

@@ -1,0 +1,82 @@
+"""The command line as a user meets it: an end-to-end tiny run, recommendations, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--synthetic_users=80", "--epochs=2", "--batch_size=40", "--max_len=10"]
+
+
+def run(script, *args, cwd=REPO):
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), *args],
+                        capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def one_error_line(proc):
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+  return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("run")
+  workdir = tmp / "wd"
+  proc = run("run.py", "--model=slirec", f"--workdir={workdir}", f"--cache_dir={tmp / 'cache'}", *TINY)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return tmp, workdir, proc
+
+
+def test_end_to_end_run_writes_results(trained):
+  _, workdir, proc = trained
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["model"] == "slirec" and results["epochs_run"] == 2
+  assert 0 <= results["test"]["auc"] <= 1 and "ndcg@6" in results["test"]
+  assert "group_auc" in proc.stdout and "test" in proc.stdout  # the printed table
+  assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_recommend_from_the_workdir(trained, tmp_path):
+  tmp, workdir, _ = trained
+  histories = tmp_path / "histories.csv"
+  histories.write_text("user_id,item_id,time\nu1,i00_001,1431000000\nu1,i00_002,1431003600\n"
+                       "u2,i01_003,1431000000\n")
+  out = tmp_path / "recs.csv"
+  proc = run("recommend.py", f"--workdir={workdir}", f"--input={histories}", f"--output={out}", "--k=5")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = out.read_text().splitlines()
+  assert rows[0] == "user,rank,item,score" and len(rows) == 1 + 2 * 5
+  assert "i00_001" not in {r.split(",")[2] for r in rows[1:3]}  # seen items are excluded
+
+
+def test_missing_file(tmp_path):
+  line = one_error_line(run("run.py", "--dataset=interactions", f"--data_path={tmp_path / 'nope.csv'}",
+                            f"--cache_dir={tmp_path}"))
+  assert "nope.csv" in line
+
+
+def test_wrong_column(tmp_path):
+  table = tmp_path / "t.csv"
+  table.write_text("user,item,when\n1,2,3\n")
+  line = one_error_line(run("run.py", "--dataset=interactions", f"--data_path={table}", f"--cache_dir={tmp_path}"))
+  assert "user_id" in line and "t.csv" in line
+
+
+def test_empty_split(tmp_path):
+  table = tmp_path / "t.csv"
+  table.write_text("user_id,item_id,time\n" + "".join(f"u{u},i{u},{t}\n" for u in range(5) for t in (1, 2)))
+  line = one_error_line(run("run.py", "--dataset=interactions", f"--data_path={table}", f"--cache_dir={tmp_path}"))
+  assert "empty" in line
+  assert not list(tmp_path.glob("*.npz"))  # no cache written
+
+
+def test_unknown_flag_model_and_dataset(tmp_path):
+  assert "bogus" in one_error_line(run("run.py", "--bogus=1"))
+  line = one_error_line(run("run.py", "--model=nope"))
+  assert "slirec" in line and "a2svd" in line
+  line = one_error_line(run("run.py", "--dataset=nope", f"--cache_dir={tmp_path}"))
+  assert "interactions" in line
