@@ -33,6 +33,8 @@ flags.DEFINE_integer("batch_size", None, "Training batch size (default: the mode
 flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: the model family's).")
 flags.DEFINE_integer("early_stop", None, "Stop after this many epochs without a better validation metric.")
 flags.DEFINE_bool("inference_only", False, "Evaluate the best checkpoint in --workdir without training.")
+for _family in families.FAMILIES.values():  # so that --help lists every family's flags too
+  flags.adopt_module_key_flags(_family)
 
 
 def main(argv):

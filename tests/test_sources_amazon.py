@@ -1,6 +1,5 @@
 """Amazon review reader: both schemas, meta files, gzip, the per-line fallback and every bad input."""
 import gzip
-import os
 
 import numpy as np
 import pytest
@@ -8,17 +7,11 @@ import pytest
 from recsys_jax.errors import InputError
 from recsys_jax.sources.amazon_reviews import read_amazon_reviews
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
-
-def fixture(name: str) -> str:
-  return os.path.join(FIXTURES, name)
+from helpers import fixture, write as _write
 
 
 def write(tmp_path, text: str, name: str = "reviews.json") -> str:
-  path = tmp_path / name
-  path.write_text(text, encoding="utf-8")
-  return str(path)
+  return _write(tmp_path, text, name)
 
 
 def line(user: str = "U1", item: str = "I1", time: str = "100") -> str:

@@ -1,5 +1,4 @@
 """Generic interactions table reader: column mapping, separators, timestamps, meta table, bad inputs."""
-import os
 
 import numpy as np
 import pytest
@@ -7,17 +6,11 @@ import pytest
 from recsys_jax.errors import InputError
 from recsys_jax.sources.interactions_table import read_interactions_table
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
-
-def fixture(name: str) -> str:
-  return os.path.join(FIXTURES, name)
+from helpers import fixture, write as _write
 
 
 def write(tmp_path, text: str, name: str = "t.csv") -> str:
-  path = tmp_path / name
-  path.write_text(text, encoding="utf-8")
-  return str(path)
+  return _write(tmp_path, text, name)
 
 
 def test_csv_with_meta_table():

@@ -35,8 +35,7 @@ class A2SVD(nn.Module):
   def __call__(self, batch, train: bool):
     c = self.config
     embed = ItemCateEmbed(c.num_items, c.num_categories, c.item_embedding_dim, c.cate_embedding_dim)
-    hist = embed(batch["hist_item"], batch["hist_cate"])              # (B, L, D)
-    target = embed(batch["cand_item"], batch["cand_cate"])            # (B, C, D)
+    hist, target = embed.history_and_candidates(batch)                # (B, L, D), (B, C, D)
     user, _ = HistoryAttention(mask_padding=not c.original_quirks)(hist, batch["hist_mask"])
     user = jnp.broadcast_to(user[:, None, :], target.shape)
     logit = FcnNet(c.layer_sizes, c.dropout)(jnp.concatenate([user, target], -1), batch["weight"], train)

@@ -100,3 +100,7 @@ class ItemCateEmbed(nn.Module):
 
   def items_only(self, items):
     return self.item(items)
+
+  def history_and_candidates(self, batch):
+    """(B, L, D) history and (B, C, D) candidate embeddings of a sequential CTR batch."""
+    return self(batch["hist_item"], batch["hist_cate"]), self(batch["cand_item"], batch["cand_cate"])

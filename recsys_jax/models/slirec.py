@@ -93,8 +93,7 @@ class SLiRec(nn.Module):
   def __call__(self, batch, train: bool):
     c = self.config
     embed = ItemCateEmbed(c.num_items, c.num_categories, c.item_embedding_dim, c.cate_embedding_dim)
-    hist = embed(batch["hist_item"], batch["hist_cate"])                            # (B, L, D)
-    target = embed(batch["cand_item"], batch["cand_cate"])                          # (B, C, D)
+    hist, target = embed.history_and_candidates(batch)                # (B, L, D), (B, C, D)
     mask, weight = batch["hist_mask"], batch["weight"]
 
     att1, _ = HistoryAttention(mask_padding=not c.original_quirks, name="long_term")(hist, mask)
