@@ -12,11 +12,12 @@ The math is the original's; the evaluation order is not:
   * single-query attention never projects the keys: q.(K W_k + b_k) = (q W_k^T).K + q.b_k and
     sum_j w_j (K_j W_v + b_v) = (sum_j w_j K_j) W_v + b_v, so each step costs O(heads * keys * d);
   * the constant user part of [v; h; a] is multiplied once per batch, outside the scan;
-  * the scan computes each step's logits without gradient (its argmax drives the target rule) and
+  * the scan computes each step's logits without gradient (their top-1 drives the target rule) and
     `_tied_logits` supplies their gradient afterwards with products over all steps at once.
 Dropout masks come from a counter-based integer hash, not threefry: on CPU, threefry bits for the 2,002 x 128
-output table cost more than the 2,002-way product they mask. Masks are fresh per step for keys and the table,
-as in the original, which re-embeds both on every step.
+output table cost more than the 2,002-way product they mask. Key masks are fresh per step, as in the original,
+which re-embeds the basket on every step; the output table gets one mask per batch (the original redraws it
+per step), which lets the output layer's gradient run as two products over all steps.
 Outputs are step-major, the scan's layout. Training: `logits` (S, B, I), `targets` (S, B), `step_mask` (S, B).
 Evaluation: candidate `scores` (S, B, C), `positive` (S, B, C) (still-remaining session items), `step_mask`,
 `placed` (S, B) and `attention` (S, B, S) (step s's weights over key slots, averaged over heads and blocks;
@@ -43,7 +44,6 @@ class ParsrecConfig:
   num_items: int = 2              # ids 0 (SOB / padding) and 1 (EOB) included
   user_dim: int = 128
   item_dim: int = 128
-  hidden_dim: int = 128
   num_heads: int = 2
   num_attn_blocks: int = 1
   dropout: float = 0.1            # on embedding outputs only: v, h_0, keys and the output table
@@ -53,10 +53,12 @@ class ParsrecConfig:
   # The original also trains EOB targets on the padded steps of sessions shorter than their batch; by
   # default those steps are masked out of the loss.
   train_eob_on_padding: bool = False
+  # There is no hidden size: it is item_dim, since h_0 is a mean of item embeddings (the original's
+  # d_h = sum(emb_dims[1:])).
 
   def __post_init__(self):
-    if (self.user_dim + self.hidden_dim) % self.num_heads:
-      raise ValueError("user_dim + hidden_dim must be divisible by num_heads")
+    if (self.user_dim + self.item_dim) % self.num_heads:
+      raise ValueError("user_dim + item_dim must be divisible by num_heads")
 
 
 # ---- dropout ---------------------------------------------------------------------------------------------
@@ -91,8 +93,8 @@ def dropout(x: jax.Array, rate: float, seed: jax.Array | None, stream) -> jax.Ar
   return jnp.where(keep_mask(x.shape, rate, seed, stream), x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-# Dropout streams: fixed ids for the per-batch uses, then two per step (keys, output table).
-_STREAM_USER, _STREAM_HISTORY, _STREAM_STEP0 = 1, 2, 16
+# Dropout streams: fixed ids for the per-batch uses, then one per step for the keys.
+_STREAM_USER, _STREAM_HISTORY, _STREAM_TABLE, _STREAM_STEP0 = 1, 2, 3, 16
 
 
 # ---- parameters ------------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ class Parsrec(nn.Module):
   def _params(self) -> dict:
     """Creates every parameter with the original's initialisation (reference notes, section 3.3)."""
     c = self.config
-    q_dim, z_dim = c.user_dim + c.hidden_dim, c.user_dim + c.hidden_dim + c.item_dim
+    q_dim, z_dim = c.user_dim + c.item_dim, c.user_dim + c.item_dim + c.item_dim
     p = {
         "user_embedding": self.param("user_embedding", _uniform(math.sqrt(1 / c.num_users)),
                                      (c.num_users, c.user_dim)),
@@ -123,7 +125,7 @@ class Parsrec(nn.Module):
                                      (c.num_items, c.item_dim)),
         "blocks": [],
     }
-    for name, out in (("i2h", c.hidden_dim), ("i2o", c.item_dim)):
+    for name, out in (("i2h", c.item_dim), ("i2o", c.item_dim)):
       p[name] = (self.param(f"{name}_kernel", _normal(math.sqrt(2 / (z_dim + out))), (z_dim, out)),
                  self.param(f"{name}_bias", _normal(math.sqrt(1 / out)), (out,)))
     zeros, ones = nn.initializers.zeros, nn.initializers.ones
@@ -160,8 +162,12 @@ class Parsrec(nn.Module):
 # ---- forward ---------------------------------------------------------------------------------------------
 
 def _fold_block(block: dict, num_heads: int) -> dict:
-  """Folds the key projection into the query side and the value projection into the output projection."""
-  (wq, bq), (wk, bk), (wv, bv), (wo, bo) = block["q"], block["k"], block["v"], block["o"]
+  """Folds the key projection into the query side and the value projection into the output projection.
+
+  q . b_k is the same for every key of a head, so it cancels in the softmax and is left out; b_k remains a
+  parameter, whose gradient is zero, as it is in the original.
+  """
+  (wq, bq), (wk, _), (wv, bv), (wo, bo) = block["q"], block["k"], block["v"], block["o"]
   q_dim, d = wq.shape[0], wk.shape[0]
   hd = q_dim // num_heads
   wk_h, wv_h = wk.reshape(d, num_heads, hd), wv.reshape(d, num_heads, hd)
@@ -170,66 +176,78 @@ def _fold_block(block: dict, num_heads: int) -> dict:
   return {
       "qk": jnp.einsum("qhe,dhe->qhd", wq.reshape(q_dim, num_heads, hd), wk_h) * scale,   # (Q, H, d)
       "qk_bias": jnp.einsum("he,dhe->hd", bq.reshape(num_heads, hd), wk_h) * scale,       # (H, d)
-      # q . b_k per head is the same for every key, so it cancels in the softmax; kept for fidelity.
-      "qb": jnp.einsum("qhe,he->qh", wq.reshape(q_dim, num_heads, hd), bk.reshape(num_heads, hd)) * scale,
-      "qb_bias": jnp.sum(bq.reshape(num_heads, hd) * bk.reshape(num_heads, hd), -1) * scale,
       "vo": jnp.einsum("dhe,heo->hdo", wv_h, wo_h),                                       # (H, d, Q)
       "vo_bias": bv @ wo + bo,
       "ln": block["ln"], "f": block["f"],
   }
 
 
-def _attend(q_in: jax.Array, q_full: jax.Array, keys: jax.Array, key_mask: jax.Array, fb: dict, qt_extra,
-            qb_extra, eps: float) -> tuple[jax.Array, jax.Array]:
+def _attend(qt: jax.Array, q: jax.Array, keys: jax.Array, key_mask: jax.Array, fb: dict,
+            eps: float) -> tuple[jax.Array, jax.Array]:
   """One attention block, single query per row: (W_f LN(q + MHA(q, K, K)), weights (B, H, S)).
 
-  The query projection is applied to `q_in` only; `qt_extra`/`qb_extra` carry the precomputed projection
-  of the rest of `q_full` (the user half), or 0.
+  `qt` (B, H, D) is the query already mapped into key space (see `_fold_block`).
   """
-  qt = jnp.einsum("bq,qhd->bhd", q_in, fb["qk"]) + fb["qk_bias"] + qt_extra
-  logits = jnp.einsum("bhd,bsd->bhs", qt, keys) + (q_in @ fb["qb"] + fb["qb_bias"] + qb_extra)[:, :, None]
+  logits = jnp.einsum("bhd,bsd->bhs", qt, keys)
   logits = jnp.where(key_mask[:, None, :], logits, -jnp.inf)
   weights = jax.nn.softmax(logits, axis=-1)
   pooled = jnp.einsum("bhs,bsd->bhd", weights, keys)
-  x = q_full + jnp.einsum("bhd,hdo->bo", pooled, fb["vo"]) + fb["vo_bias"]
+  x = q + jnp.einsum("bhd,hdo->bo", pooled, fb["vo"]) + fb["vo_bias"]
   mean = jnp.mean(x, -1, keepdims=True)
   var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
   x = (x - mean) * jax.lax.rsqrt(var + eps) * fb["ln"][0] + fb["ln"][1]
   return x @ fb["f"][0] + fb["f"][1], weights
 
 
-def _table_stream(step) -> jax.Array:
-  return _STREAM_STEP0 + 2 * jnp.asarray(step, jnp.uint32) + 1
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _tied_logits(o: jax.Array, table: jax.Array, seed: jax.Array | None, logits: jax.Array, rate: float):
-  """o_s . drop_s(E)^T for every step, given those products already computed (without gradient) in the scan.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _tied_logits(o: jax.Array, table: jax.Array, logits: jax.Array, rate: float, keep: jax.Array | None):
+  """o . drop(E)^T for every step, given those products already computed (without gradient) in the scan.
 
   The scan needs each step's logits for its argmax; this hands them to the loss and supplies their gradient
-  with two products over all steps at once, so the scan itself carries no 2,002-wide residuals.
+  with two products over all steps at once, so the scan itself carries no 2,002-wide residuals. `keep` is
+  the output table's dropout mask (None without dropout).
   """
-  del o, table, seed, rate
+  del o, table, rate, keep
   return logits
 
 
-def _tied_logits_fwd(o, table, seed, logits, rate):
-  return logits, (o, table, seed)
+def _tied_logits_fwd(o, table, logits, rate, keep):
+  return logits, (o, table, keep)
 
 
 def _tied_logits_bwd(rate, residuals, g):
-  o, table, seed = residuals                                    # o (S, B, D), g (S, B, I)
-  if seed is None or rate <= 0:
-    return (jnp.einsum("sbi,id->sbd", g, table), jnp.einsum("sbi,sbd->id", g, o), None, None)
-  steps = jnp.arange(o.shape[0], dtype=jnp.uint32)
-  keep = jax.vmap(lambda s: keep_mask(table.shape, rate, seed, _table_stream(s)))(steps)   # (S, I, D)
-  scale = 1.0 / (1.0 - rate)
-  d_o = jnp.einsum("sbi,sid->sbd", g, jnp.where(keep, table * scale, 0.0))
-  d_table = jnp.sum(jnp.where(keep, jnp.einsum("sbi,sbd->sid", g, o), 0.0), axis=0) * scale
+  o, table, keep = residuals                                    # o (S, B, D), g (S, B, I)
+  dropped = table if keep is None else jnp.where(keep, table / (1.0 - rate), 0.0)
+  d_o = jnp.einsum("sbi,id->sbd", g, dropped)
+  # (D, I) then transposed: contracting g over its leading axes avoids a transposed copy of g.
+  d_table = jnp.einsum("sbd,sbi->di", o, g).T
+  if keep is not None:
+    d_table = jnp.where(keep, d_table / (1.0 - rate), 0.0)
   return d_o, d_table, None, None
 
 
 _tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
+
+
+def place_next(session: jax.Array, remaining: jax.Array, guess: jax.Array,
+               accept: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One step's basket item b_s: the guess if accepted and still remaining, else the first remaining item.
+
+  Args:
+    session: (B, S) items in file order (0 = padding).
+    remaining: (B, S) bool, the slots not yet placed.
+    guess: (B,) the model's candidate id; ids < 2 (SOB, EOB) are never accepted.
+    accept: (B,) bool, whether the guess may be taken at all (always in training; a top-k hit in evaluation).
+
+  Returns:
+    (b_s (B,) (EOB when nothing remains), the step is real (B,) (something remained), the new remaining).
+  """
+  match = remaining & (session == guess[:, None]) & (guess[:, None] >= 2) & accept[:, None]
+  any_left = jnp.any(remaining, axis=1)
+  pos = jnp.where(jnp.any(match, axis=1), jnp.argmax(match, axis=1), jnp.argmax(remaining, axis=1))
+  target = jnp.where(any_left, jnp.take_along_axis(session, pos[:, None], axis=1)[:, 0], EOB)
+  taken = (jnp.arange(session.shape[1])[None, :] == pos[:, None]) & any_left[:, None]
+  return target, any_left, remaining & ~taken
 
 
 def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
@@ -245,13 +263,21 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   blocks = [_fold_block(b, c.num_heads) for b in params["blocks"]]
   # The user part of the first query and of z = [v; h; a] is constant over the steps.
   (w_h, b_h), (w_o, b_o) = params["i2h"], params["i2o"]
-  w_cell = jnp.concatenate([w_o, w_h], axis=1)                 # (Du + Dh + D, D + Dh): one product per step
+  w_cell = jnp.concatenate([w_o, w_h], axis=1)                 # (Du + 2D, 2D): o and h' in one product
   v_cell = v @ w_cell[:c.user_dim] + jnp.concatenate([b_o, b_h])
-  w_cell = w_cell[c.user_dim:]
-  v_qk = jnp.einsum("bu,uhd->bhd", v, blocks[0]["qk"][:c.user_dim])
-  v_qb = v @ blocks[0]["qb"][:c.user_dim]
-  blocks[0] = dict(blocks[0], qk=blocks[0]["qk"][c.user_dim:], qb=blocks[0]["qb"][c.user_dim:])
-  sg_table = jax.lax.stop_gradient(table)
+  qk0 = blocks[0]["qk"]                                         # (Du + D, H, D)
+  v_qk = jnp.einsum("bu,uhd->bhd", v, qk0[:c.user_dim]) + blocks[0]["qk_bias"]
+  # h_s feeds the first query and the cell: one (D, H D + 2D) product per step serves both.
+  w_hid = jnp.concatenate([qk0[c.user_dim:].reshape(c.item_dim, -1), w_cell[c.user_dim:c.user_dim + c.item_dim]],
+                          axis=1)
+  w_a = w_cell[c.user_dim + c.item_dim:]
+  # One output-table mask per batch (the original redraws it per step): the gradient of all steps is then
+  # two plain products, the floor of this layer's cost.
+  table_keep = None
+  if seed is not None and c.dropout > 0:
+    table_keep = keep_mask(table.shape, c.dropout, seed, _STREAM_TABLE)
+  out_table = jax.lax.stop_gradient(
+      table if table_keep is None else jnp.where(table_keep, table / (1.0 - c.dropout), 0.0))
 
   real = session >= 2
   if not c.full_ranking and not train:
@@ -264,26 +290,30 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   def step(carry, s):
     h, keys, remaining = carry
     key_mask = slots[None, :] < jnp.maximum(s, 1)
-    k_drop = dropout(keys, c.dropout, seed, _STREAM_STEP0 + 2 * s)
+    k_drop = dropout(keys, c.dropout, seed, _STREAM_STEP0 + s)
     q = jnp.concatenate([v, h], axis=1)
+    hw = h @ w_hid
     attention = 0.0
     for i, fb in enumerate(blocks):
-      # The first query's user half was projected outside the scan.
-      extra, q_in = ((v_qk, v_qb), h) if i == 0 else ((0.0, 0.0), q)
-      q, w = _attend(q_in, q, k_drop, key_mask, fb, *extra, c.ln_eps)
+      if i == 0:  # the user half of the first query was projected outside the scan
+        qt = v_qk + hw[:, :-2 * c.item_dim].reshape(v_qk.shape)
+      else:
+        qt = jnp.einsum("bq,qhd->bhd", q, fb["qk"]) + fb["qk_bias"]
+      q, w = _attend(qt, q, k_drop, key_mask, fb, c.ln_eps)
       attention = attention + jnp.mean(w, axis=1) / len(blocks)
-    cell = jnp.concatenate([h, q], axis=1) @ w_cell + v_cell
+    cell = hw[:, -2 * c.item_dim:] + q @ w_a + v_cell
     o, h_next = cell[:, :c.item_dim], jax.nn.relu(cell[:, c.item_dim:])
-    any_left = jnp.any(remaining, axis=1)
-    first_left = jnp.argmax(remaining, axis=1)
-    if train:  # target rule: accept the top-1 guess if it is still in the basket, else the first remaining
-      logits = jax.lax.stop_gradient(o) @ dropout(sg_table, c.dropout, seed, _table_stream(s)).T
-      guess = jnp.argmax(logits, axis=1)
-      match = remaining & (session == guess[:, None]) & (guess[:, None] >= 2)
-      accepted = jnp.any(match, axis=1)
-      pos = jnp.where(accepted, jnp.argmax(match, axis=1), first_left)
+    if train:  # target rule: the top-1 guess over all ids if it is still in the basket
+      logits = jax.lax.stop_gradient(o) @ out_table.T
+      # The top-1 id is in the basket iff a remaining item's logit reaches the maximum: a max and a gather
+      # instead of an argmax over all ids (XLA's CPU argmax is a slow scalar loop). Exact ties between
+      # float logits, where argmax would prefer the lower id, are the only difference.
+      at_max = jnp.take_along_axis(logits, session, axis=1) >= jnp.max(logits, axis=1, keepdims=True)
+      candidates = remaining & at_max
+      guess = jnp.where(jnp.any(candidates, axis=1), session[rows, jnp.argmax(candidates, axis=1)], -1)
+      accept = jnp.ones((bsz,), bool)
       out = {"o": o, "logits": logits}
-    else:  # acceptance rule: the best-ranked remaining item among the top k, else the first remaining
+    else:  # acceptance rule: the best-ranked remaining item among the top k
       if c.full_ranking:  # all ids; SOB, EOB and placed items stay in, as in the original
         scores = o @ table.T
         positive = jnp.zeros(scores.shape, jnp.int8).at[rows[:, None], session].max(
@@ -292,13 +322,10 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
         valid = jnp.concatenate([remaining & real, jnp.ones(neg_shape, bool)], axis=1)
         scores = jnp.where(valid, jnp.einsum("bd,bcd->bc", o, cand_emb), -jnp.inf)
         positive = jnp.concatenate([remaining & real, jnp.zeros(neg_shape, bool)], axis=1)
-      hit, _, col = first_hit_in_top_k(scores, positive, c.num_recoms)
-      chosen = col if c.full_ranking else jnp.take_along_axis(cand_ids, col[:, None], axis=1)[:, 0]
-      match = remaining & (session == chosen[:, None])
-      pos = jnp.where(hit, jnp.argmax(match, axis=1), first_left)
+      accept, _, col = first_hit_in_top_k(scores, positive, c.num_recoms)
+      guess = col if c.full_ranking else jnp.take_along_axis(cand_ids, col[:, None], axis=1)[:, 0]
       out = {"scores": scores, "positive": positive, "attention": attention}
-    target = jnp.where(any_left, session[rows, pos], EOB)
-    remaining = remaining & ~((slots[None, :] == pos[:, None]) & any_left[:, None])
+    target, any_left, remaining = place_next(session, remaining, guess, accept)
     # Slot s receives b_s; slot 0 held SOB for step 0 only.
     keys = jax.lax.dynamic_update_index_in_dim(keys, table[target], s, axis=1)
     out.update(targets=target, step_mask=any_left)
@@ -308,7 +335,7 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   remaining0 = slots[None, :] < length[:, None]
   _, outs = jax.lax.scan(step, (h0, keys0, remaining0), jnp.arange(width))
   if train:
-    outs["logits"] = _tied_logits(outs.pop("o"), table, seed, outs["logits"], c.dropout)
+    outs["logits"] = _tied_logits(outs.pop("o"), table, outs["logits"], c.dropout, table_keep)
     if c.train_eob_on_padding:
       outs["step_mask"] = jnp.ones_like(outs["step_mask"])
   else:

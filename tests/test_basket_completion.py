@@ -1,0 +1,180 @@
+"""Basket-completion task: metrics vs a numpy reference, batches, loss, explanation helpers, CLI."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from recsys_jax.preprocessing.baskets import split_sessions
+from recsys_jax.synthetic.parsrec import ParsrecGeneratorConfig, generate
+from recsys_jax.tasks import basket_completion as bc
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---- metrics against a plain numpy reference ---------------------------------------------------------
+
+def _reference_metrics(scores, positive, step_mask, k):
+  """Per (step, session): stable descending ranking, the first positive within the top k."""
+  steps_, sessions = step_mask.shape
+  hits, dcg, count = np.zeros(sessions), np.zeros(sessions), np.zeros(sessions)
+  for s in range(steps_):
+    for b in range(sessions):
+      if not step_mask[s, b]:
+        continue
+      count[b] += 1
+      order = np.argsort(-scores[s, b], kind="stable")[:k]
+      ranks = [r for r, c in enumerate(order) if positive[s, b, c]]
+      if ranks:
+        hits[b] += 1
+        dcg[b] += 1 / np.log2(ranks[0] + 2)
+  scored = count > 0
+  return {f"hr@{k}": 100 * hits.sum() / count.sum(), f"ndcg@{k}": 100 * dcg.sum() / count.sum(),
+          f"sess_prec@{k}": 100 * np.mean(hits[scored] / count[scored])}
+
+
+def _metrics(scores, positive, step_mask, k):
+  sums = jax.jit(bc.session_sums, static_argnums=3)(scores, positive, step_mask, k)
+  return bc.summarize(sums["hits"], sums["dcg"], sums["steps"], k)
+
+
+def test_metrics_on_hand_made_rankings():
+  ninf = -np.inf
+  # 2 steps x 2 sessions x 5 candidates. Session 0: step 0 has its positive at rank 1 (a tie with an
+  # earlier column goes first), step 1 at rank 3 (outside k=2). Session 1: step 0 positive at rank 0,
+  # step 1 is a padded step (masked) whose positive must not count.
+  scores = np.array([[[0.9, 0.9, 0.1, 0.2, ninf], [0.5, 0.4, 0.3, 0.2, 0.1]],
+                     [[0.5, 0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4, 0.5]]], np.float32)
+  positive = np.zeros(scores.shape, bool)
+  positive[0, 0, 1] = positive[0, 1, 0] = positive[1, 0, 3] = positive[1, 1, 4] = True
+  step_mask = np.array([[True, True], [True, False]])
+  got = _metrics(scores, positive, step_mask, 2)
+  # Valid steps: 3; hits: (s0,b0) rank 1 and (s0,b1) rank 0.
+  want = {"hr@2": 100 * 2 / 3, "ndcg@2": 100 * (1 / np.log2(3) + 1) / 3, "sess_prec@2": 100 * (0.5 + 1.0) / 2}
+  assert got == pytest.approx(want)
+  assert got == pytest.approx(_reference_metrics(scores, positive, step_mask, 2))
+  hit, rank, col = bc.first_hit_in_top_k(jnp.asarray(scores), jnp.asarray(positive), 2)
+  # Ranks ignore the step mask (the sums apply it): the padded step's positive is at rank 0.
+  assert np.asarray(rank).tolist() == [[1, 0], [2, 0]] and np.asarray(col).tolist() == [[1, 0], [0, 4]]
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_metrics_match_reference_on_random_rankings(k):
+  rng = np.random.default_rng(k)
+  scores = rng.integers(0, 6, (5, 40, 12)).astype(np.float32)  # many ties
+  scores[rng.random(scores.shape) < 0.1] = -np.inf
+  positive = rng.random(scores.shape) < 0.15
+  step_mask = rng.random((5, 40)) < 0.8
+  assert _metrics(scores, positive, step_mask, k) == pytest.approx(
+      _reference_metrics(scores, positive, step_mask, k))
+
+
+# ---- batches ------------------------------------------------------------------------------------------
+
+def _task(num_users=42, num_sessions=6, min_len=3, max_len=10, seed=0, **kwargs):
+  config = ParsrecGeneratorConfig(num_users=num_users, num_sessions=num_sessions, items_per_category=3,
+                                  min_session_len=min_len, max_session_len=max_len, seed=seed)
+  data = generate(config)
+  dataset = split_sessions(data.sessions, name="t", num_negatives=15, seed=seed, num_items=config.num_items)
+  return bc.BasketCompletionTask(dataset, **kwargs), data
+
+
+def test_length_bucketed_batches():
+  task, _ = _task()
+  train = task.dataset.train
+  epochs = [list(task.train_batches(16, np.random.default_rng(e))) for e in range(2)]
+  assert len(epochs[0]) == task.num_train_batches(16) == -(-len(train) // 16)
+  contents = []
+  for batches in epochs:
+    seen = []
+    for b in batches:
+      real = b["weight"] > 0
+      assert b["session"].shape[0] == 16 and b["history"].shape == (16, task.dataset.num_items)
+      assert b["session"].shape[1] == b["length"][real].max() == bc.bucket_width(b["length"].max())
+      assert np.all(b["length"][~real] == 0) and np.all(b["session"][~real] == 0)
+      assert "negatives" not in b
+      seen.append(tuple(sorted(map(tuple, b["session"][real].tolist()))))
+    contents.append(seen)
+    assert sum(len(s) for s in seen) == len(train)
+  # The chunks (sorted by length) are fixed; only their order changes, the partial chunk last.
+  assert sorted(contents[0]) == sorted(contents[1]) and contents[0] != contents[1]
+  assert contents[0][-1] == contents[1][-1] and len(contents[0][-1]) == len(train) % 16
+  assert bc.bucket_width(10) == 10 and bc.bucket_width(17) == 32 and bc.bucket_width(0) == 1
+
+
+def test_history_histogram_gives_the_mean_embedding_and_eval_batches_carry_negatives():
+  task, _ = _task()
+  table = np.random.default_rng(0).standard_normal((task.dataset.num_items, 4))
+  split = task.dataset.test
+  index = np.array([5, 0, 17])
+  batch = task.batch("test", index, 8, evaluation=True)
+  for row, i in enumerate(index):
+    hist = split.history(i)
+    want = table[hist].mean(0) if hist.size else np.zeros(4)
+    np.testing.assert_allclose(batch["history"][row] @ table, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(batch["session"][row, :split.session_lengths()[i]], split.session(i))
+  assert np.all(batch["history"][3:] == 0)
+  np.testing.assert_array_equal(batch["negatives"][:3], split.negatives[index])
+  first = next(iter(task.eval_batches("valid", 8)))
+  assert first["negatives"].shape == (8, 15)
+  full, _ = _task(full_ranking=True)
+  assert "negatives" not in next(iter(full.eval_batches("valid", 8)))
+  assert full.model_dims()["full_ranking"] and task.selection_metric == "sess_prec@10"
+
+
+def test_loss_value_is_ce_per_step_and_gradient_is_per_row_sum():
+  task, _ = _task()
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.standard_normal((3, 2, 6)), jnp.float32)   # (S, B, I)
+  targets = jnp.array([[2, 3], [4, 1], [5, 1]])
+  step_mask = jnp.array([[True, True], [True, False], [True, False]])
+  weight = jnp.array([1.0, 1.0])
+  ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+
+  def loss(lg):
+    return task.loss({"logits": lg, "targets": targets, "step_mask": step_mask}, {"weight": weight})
+
+  value, aux = loss(logits)
+  assert float(value) == pytest.approx(float(jnp.sum(ce * step_mask) / 4))          # 4 real steps
+  assert float(aux["loss_per_row"]) == pytest.approx(float(jnp.sum(ce * step_mask) / 2))  # 2 rows
+  want = jax.grad(lambda lg: jnp.sum((jax.nn.logsumexp(lg, -1) - jnp.take_along_axis(
+      lg, targets[..., None], -1)[..., 0]) * step_mask) / 2)(logits)
+  np.testing.assert_allclose(np.asarray(jax.grad(lambda lg: loss(lg)[0])(logits)), np.asarray(want), atol=1e-6)
+
+
+def test_category_attention_lift_on_a_hand_made_export():
+  # Sessions of 4 items with categories 0, 1, 0, 1 (user 1, group 1). Step 1 has a single key (always
+  # weight 1) and is left out. Step 2 (b_2: category 0) puts 0.8 on b_0 (category 0, lift 1.6) and 0.2 on
+  # b_1 (category 1, lift 0.4); step 3 (b_3: category 1) puts 0.5, 0.25, 0.25 on b_0, b_1, b_2 (lifts 1.5,
+  # 0.75, 0.75). The second session (user 0, group 0) has length 2: nothing counts.
+  attention = np.zeros((2, 4, 4), np.float32)
+  attention[:, :2, 0] = 1
+  attention[0, 2, :2] = [0.8, 0.2]
+  attention[0, 3, :3] = [0.5, 0.25, 0.25]
+  export = {"user": np.array([1, 0]), "length": np.array([4, 2]), "placed": np.array([[2, 3, 4, 5], [2, 3, 0, 0]]),
+            "attention": attention}
+  item_category = np.array([-1, -1, 0, 1, 0, 1])
+  lift, counts = bc.category_attention(export, item_category, np.array([0, 1]), 2)
+  assert counts[1].tolist() == [[1, 1], [2, 1]] and counts[0].sum() == 0
+  np.testing.assert_allclose(lift[1], [[1.6, 0.4], [(1.5 + 0.75) / 2, 0.75]])
+  assert bc.pair_lift(lift, counts, 0, 1)[1] == pytest.approx((0.4 + 1.5 + 0.75) / 3)
+
+
+# ---- training end to end and explanations ------------------------------------------------------------
+
+
+def test_cli_reports_a_bad_file_in_one_line_with_exit_code_2(tmp_path):
+  bad = tmp_path / "bad.txt"
+  bad.write_text("user_id,time,session_length,session_items\n0,0,3,5,6,7\n0,1,3,5,6\n")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "run.py"), "--model=parsrec", "--dataset=parsrec_text",
+       f"--data_path={bad}", f"--workdir={tmp_path / 'wd'}", f"--cache_dir={tmp_path / 'cache'}"],
+      capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert proc.returncode == 2, proc.stderr
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error:") and "line 3" in lines[0], proc.stderr
+  assert not (tmp_path / "cache").exists() or not any(
+      name for name in os.listdir(tmp_path / "cache") if not name.startswith("."))
