@@ -20,7 +20,7 @@ from recsys_jax import files
 from recsys_jax.errors import InputError
 from recsys_jax.preprocessing.baskets import load_basket_dataset
 from recsys_jax.synthetic.parsrec import ParsrecGeneratorConfig
-from recsys_jax.tasks.basket_completion import BasketCompletionTask, category_attention, pair_lift
+from recsys_jax.tasks.basket_completion import BasketCompletionTask, category_attention, key_lift, pair_lift
 
 DATASETS = ("synthetic", "parsrec_text", "instacart")
 # PARSRec.sh: 50 epochs, batch 256, Adam 1e-3, global-norm clipping 30, no early stopping.
@@ -152,9 +152,13 @@ def after_training(task, workdir, results, f):
     lift, counts = synthetic_category_attention(export_attention(task, workdir, results, "train"), config)
     plot_attention(lift, counts, os.path.join(workdir, "attention.png"))
     summary = {f"{a}-{b}": pair_lift(lift, counts, a, b).tolist() for a, b in ((18, 19), (14, 16), (8, 10))}
-    files.write_json(os.path.join(workdir, "attention_lift.json"), {"pairs (group A, group B)": summary,
-                                                                    "lift": lift, "counts": counts})
-    print(f"attention lift on training sessions (group A, group B): {json.dumps(summary)}")
+    per_key = key_lift(lift, counts)
+    keys = {str(c): per_key[:, c].tolist() for c in (8, 9, 10, 14, 16, 18, 19)}
+    files.write_json(os.path.join(workdir, "attention_lift.json"), {
+        "pairs (group A, group B)": summary, "key categories (group A, group B)": keys,
+        "lift": lift, "counts": counts})
+    print(f"attention lift on training sessions (group A, group B): pairs {json.dumps(summary)}; "
+          f"key categories {json.dumps(keys)}")
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------

@@ -112,7 +112,9 @@ def _reference(p, config, user, session, length, history, negatives=None, k=3):
     out["logits"].append(logits_b)
     out["targets"].append(targets_b)
     out["scores"].append(scores_b)
-  ragged = [[out["scores"][b][s] for b in range(len(user))] for s in range(session.shape[1])] if out["scores"][0] else None
+  ragged = None
+  if out["scores"][0]:  # per step, per session: the sorted candidate scores (their number varies)
+    ragged = [[out["scores"][b][s] for b in range(len(user))] for s in range(session.shape[1])]
   return {"logits": np.swapaxes(np.asarray(out["logits"]), 0, 1),
           "targets": np.swapaxes(np.asarray(out["targets"]), 0, 1), "scores": ragged}
 

@@ -184,10 +184,11 @@ def _fold_block(block: dict, num_heads: int) -> dict:
 
 def _attend(qt: jax.Array, q: jax.Array, keys: jax.Array, key_mask: jax.Array, fb: dict,
             eps: float) -> tuple[jax.Array, jax.Array]:
-  """One attention block, single query per row: (W_f LN(q + MHA(q, K, K)), weights (B, H, S)).
+  """One attention block, single query per row: (LN(q + MHA(q, K, K)), weights (B, H, S)); W_f is the caller's.
 
   `qt` (B, H, D) is the query already mapped into key space (see `_fold_block`).
   """
+  # At most a few keys per row: a fused multiply-and-sum is cheaper than launching batched matmuls.
   logits = jnp.einsum("bhd,bsd->bhs", qt, keys)
   logits = jnp.where(key_mask[:, None, :], logits, -jnp.inf)
   weights = jax.nn.softmax(logits, axis=-1)
@@ -195,8 +196,7 @@ def _attend(qt: jax.Array, q: jax.Array, keys: jax.Array, key_mask: jax.Array, f
   x = q + jnp.einsum("bhd,hdo->bo", pooled, fb["vo"]) + fb["vo_bias"]
   mean = jnp.mean(x, -1, keepdims=True)
   var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
-  x = (x - mean) * jax.lax.rsqrt(var + eps) * fb["ln"][0] + fb["ln"][1]
-  return x @ fb["f"][0] + fb["f"][1], weights
+  return (x - mean) * jax.lax.rsqrt(var + eps) * fb["ln"][0] + fb["ln"][1], weights
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -270,7 +270,10 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   # h_s feeds the first query and the cell: one (D, H D + 2D) product per step serves both.
   w_hid = jnp.concatenate([qk0[c.user_dim:].reshape(c.item_dim, -1), w_cell[c.user_dim:c.user_dim + c.item_dim]],
                           axis=1)
-  w_a = w_cell[c.user_dim + c.item_dim:]
+  # a = W_f x + b_f feeds only the cell, so the last block's W_f folds into the cell's product.
+  w_f, b_f = blocks[-1]["f"]
+  w_fa = w_f @ w_cell[c.user_dim + c.item_dim:]
+  v_cell = v_cell + b_f @ w_cell[c.user_dim + c.item_dim:]
   # One output-table mask per batch (the original redraws it per step): the gradient of all steps is then
   # two plain products, the floor of this layer's cost.
   table_keep = None
@@ -299,9 +302,11 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
         qt = v_qk + hw[:, :-2 * c.item_dim].reshape(v_qk.shape)
       else:
         qt = jnp.einsum("bq,qhd->bhd", q, fb["qk"]) + fb["qk_bias"]
-      q, w = _attend(qt, q, k_drop, key_mask, fb, c.ln_eps)
+      x, w = _attend(qt, q, k_drop, key_mask, fb, c.ln_eps)
       attention = attention + jnp.mean(w, axis=1) / len(blocks)
-    cell = hw[:, -2 * c.item_dim:] + q @ w_a + v_cell
+      if i < len(blocks) - 1:
+        q = x @ fb["f"][0] + fb["f"][1]
+    cell = hw[:, -2 * c.item_dim:] + x @ w_fa + v_cell
     o, h_next = cell[:, :c.item_dim], jax.nn.relu(cell[:, c.item_dim:])
     if train:  # target rule: the top-1 guess over all ids if it is still in the basket
       logits = jax.lax.stop_gradient(o) @ out_table.T

@@ -266,6 +266,17 @@ def pair_lift(lift: np.ndarray, counts: np.ndarray, a: int, b: int) -> np.ndarra
     return sums / total
 
 
+def key_lift(lift: np.ndarray, counts: np.ndarray) -> np.ndarray:
+  """(G, C): the mean lift of keys of each category, over every placed category (count-weighted).
+
+  How much more (> 1) or less than uniform a group attends to a category's items whatever comes next: the
+  personalised part of the attention. Unlike a single (placed, key) cell it stays well sampled when two
+  categories rarely co-occur in a group.
+  """
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.sum(np.nan_to_num(lift) * counts, axis=1) / counts.sum(axis=1)
+
+
 def tiny_task(seed: int = 0) -> BasketCompletionTask:
   """48 users x 8 sessions of 4 items over 20 categories of 3 items: for tests and smoke runs."""
   from recsys_jax.preprocessing.baskets import split_sessions
