@@ -26,13 +26,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from recsys_jax.training import host  # noqa: E402
+
+host.tune_cpu_host()  # before JAX starts its threads
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from experiments import basket_completion as family  # noqa: E402
-from recsys_jax import models  # noqa: E402
+from recsys_jax import files, models  # noqa: E402
 from recsys_jax.models.parsrec import place_next  # noqa: E402
 from recsys_jax.preprocessing.baskets import load_basket_dataset  # noqa: E402
 from recsys_jax.synthetic.parsrec import ParsrecGeneratorConfig  # noqa: E402
@@ -50,6 +54,8 @@ flags.DEFINE_integer("instacart_early_stop", 5, "Early stop on Instacart (epochs
 flags.DEFINE_integer("bench_seed", 42, "Seed of negatives, initialisation, dropout and batch order.")
 flags.DEFINE_integer("bench_users", 1024, "Synthetic users (a smaller value gives a smoke run).")
 flags.DEFINE_integer("bench_sessions", 100, "Synthetic sessions per user.")
+flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "parsrec.json"),
+                    "Where the JSON summary is written (also printed).")
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
@@ -94,7 +100,7 @@ def speed(task: BasketCompletionTask, batch_size: int, seed: int) -> dict:
   model = models.get("parsrec")
   config = trainer.model_config_for(model, task)
   mesh = mesh_lib.make_mesh()
-  tx = steps.make_optimizer(1e-3, 30.0)
+  tx = steps.make_optimizer(1e-3, 30.0, model.sparse_params)
   state = steps.init_state(model, config, tx, jax.random.PRNGKey(seed), task.example_batch(batch_size), mesh)
   train_step = steps.make_train_step(model, config, task, tx, mesh)
   eval_step = steps.make_eval_step(model, config, task, mesh)
@@ -184,8 +190,8 @@ def instacart(seed: int) -> dict:
 
 def main(argv):
   del argv
-  family.tune_allocator()
-  summary = {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "cpu_count": os.cpu_count()}
+  summary = {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
+             "loadavg_start": os.getloadavg()}
   summary["peak"] = measure_peak_flops()
   path = family.ensure_synthetic(ParsrecGeneratorConfig(num_users=FLAGS.bench_users,
                                                         num_sessions=FLAGS.bench_sessions))
@@ -213,6 +219,9 @@ def main(argv):
     else:
       summary["instacart"] = f"skipped: {FLAGS.instacart_path} is absent"
   summary["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  summary["command"] = " ".join(["python"] + sys.argv)
+  summary["loadavg_end"] = os.getloadavg()
+  files.write_json(FLAGS.output, summary)
   print(json.dumps(summary, indent=2, default=float))
 
 

@@ -18,6 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from recsys_jax.training import host  # noqa: E402
+
+host.tune_cpu_host()  # before JAX starts its threads
+
 from absl import app, flags  # noqa: E402
 
 from recsys_jax import files, models  # noqa: E402

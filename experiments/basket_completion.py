@@ -9,7 +9,6 @@ data `attention.png` shows the category-to-category attention of the two planted
 the training sessions; the planted pairs that differ are framed in red), with `attention_lift.json`.
 Training batches mix users: length ties are broken by a permutation seeded by --seed.
 """
-import ctypes
 import json
 import os
 
@@ -49,19 +48,6 @@ flags.DEFINE_integer("parsrec_data_seed", _GEN.seed, "synthetic: generator seed.
 flags.DEFINE_integer("basket_min_len", 3, "instacart: drop baskets with fewer distinct items.")
 flags.DEFINE_integer("basket_max_len", 10, "instacart: keep the first this many items of longer baskets "
                      "(0: keep every item).")
-
-
-def tune_allocator() -> None:
-  """Keeps freed memory in the process (glibc), so XLA's per-step buffers do not page-fault afresh.
-
-  On the 2-core benchmark machine this cut the train step's CPU time by about a quarter; a no-op elsewhere.
-  """
-  try:
-    libc = ctypes.CDLL("libc.so.6")
-  except OSError:
-    return
-  for option, value in ((-3, 32 << 20), (-1, 1 << 32), (-2, 64 << 20)):  # mmap threshold, trim, top pad
-    libc.mallopt(option, value)
 
 
 def generator_config(f) -> ParsrecGeneratorConfig:
@@ -104,7 +90,6 @@ def ensure_instacart(source: str, min_len: int, max_len: int, rebuild: bool) -> 
 
 
 def build_task(model, f):
-  tune_allocator()
   if f.dataset == "synthetic":
     path, name = ensure_synthetic(generator_config(f)), "synthetic"
   elif f.dataset == "parsrec_text":

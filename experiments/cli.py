@@ -1,4 +1,5 @@
 """Shared command-line plumbing: one-line errors with exit code 2, flag parsing, the results table."""
+import os
 import sys
 
 from absl import flags, logging
@@ -21,6 +22,17 @@ def parse_flags(argv: list[str]) -> list[str]:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   return rest
+
+
+def enable_compilation_cache(cache_dir: str | None, min_compile_seconds: float = 1.0) -> None:
+  """JAX's persistent compilation cache: a rerun with the same shapes loads its XLA programs from disk
+  instead of compiling them again (seconds per train-step variant on CPU). Empty or None: off."""
+  if not cache_dir:
+    return
+  import jax
+  os.makedirs(cache_dir, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
 
 
 def reject_positional(argv: list[str]) -> None:

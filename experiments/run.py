@@ -11,6 +11,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from recsys_jax.training import host  # noqa: E402
+
+host.tune_cpu_host()  # before JAX starts its threads
+
 from absl import app, flags  # noqa: E402
 
 from experiments import cli, families  # noqa: E402
@@ -32,6 +36,8 @@ flags.DEFINE_integer("epochs", None, "Training epochs (default: the model family
 flags.DEFINE_integer("batch_size", None, "Training batch size (default: the model family's).")
 flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: the model family's).")
 flags.DEFINE_integer("early_stop", None, "Stop after this many epochs without a better validation metric.")
+flags.DEFINE_string("compilation_cache", os.path.join("data", "cache", "jax"),
+                    "Folder of JAX's persistent compilation cache (reruns skip XLA compilation); '' turns it off.")
 flags.DEFINE_bool("inference_only", False, "Evaluate the best checkpoint in --workdir without training.")
 for _family in families.FAMILIES.values():  # so that --help lists every family's flags too
   flags.adopt_module_key_flags(_family)
@@ -39,6 +45,7 @@ for _family in families.FAMILIES.values():  # so that --help lists every family'
 
 def main(argv):
   cli.reject_positional(argv)
+  cli.enable_compilation_cache(FLAGS.compilation_cache)
   model = models.get(FLAGS.model)
   family = families.FAMILIES[model.task]
   task, dataset_name, overrides = family.build_task(model, FLAGS)

@@ -3,6 +3,10 @@ import os
 
 import pytest
 
+from recsys_jax.training import host
+
+host.tune_cpu_host()  # the allocator and XLA settings of the command lines, before JAX starts
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATASETS = os.path.join(REPO_ROOT, "..", "shared", "datasets")
 
@@ -19,3 +23,11 @@ def shared_dataset():
     return path
 
   return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Many tests build fresh jitted steps over the same shapes; JAX's persistent cache compiles each once."""
+  import jax
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

@@ -349,4 +349,6 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
 
 
 registry.linen_model("parsrec", "basket_completion", ParsrecConfig, Parsrec,
-                     description="PARSRec: personalised attention over the partial basket + Elman cell (KDD'22)")
+                     description="PARSRec: personalised attention over the partial basket + Elman cell (KDD'22)",
+                     # SparseAdam on the user table; the item table gets a gradient on every row (output layer).
+                     sparse_params=("user_embedding",))

@@ -20,6 +20,8 @@ class ModelDef:
   init: Callable[..., Variables]
   apply: Callable[..., tuple[Any, Variables]]
   description: str = ""
+  # Embedding tables trained with row-lazy Adam (the original's SparseAdam): rows absent from a batch stay put.
+  sparse_params: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelDef] = {}
@@ -43,7 +45,7 @@ def names() -> list[str]:
 
 
 def linen_model(name: str, task: str, config_cls: type, module_fn: Callable[[Any], Any],
-                description: str = "") -> ModelDef:
+                description: str = "", sparse_params: tuple[str, ...] = ()) -> ModelDef:
   """Registers a Flax Linen module built by `module_fn(config)` as pure init/apply functions.
 
   The module is called as `module(batch, train=...)`; it may use the "dropout" RNG and the mutable
@@ -65,4 +67,4 @@ def linen_model(name: str, task: str, config_cls: type, module_fn: Callable[[Any
     return outputs, {k: v for k, v in variables.items() if k != "params"}
 
   return register(ModelDef(name=name, task=task, config_cls=config_cls, init=init, apply=apply,
-                           description=description))
+                           description=description, sparse_params=sparse_params))

@@ -17,11 +17,46 @@ from recsys_jax.training import mesh as mesh_lib
 TrainState = dict[str, Any]
 
 
-def make_optimizer(learning_rate: float, clip_global_norm: float = 0.0) -> optax.GradientTransformation:
-  adam = optax.adam(learning_rate)
+def make_optimizer(learning_rate: float, clip_global_norm: float = 0.0,
+                   lazy_rows: tuple[str, ...] = ()) -> optax.GradientTransformation:
+  """Adam (after global-norm clipping when `clip_global_norm` > 0).
+
+  Parameters named in `lazy_rows` (embedding tables) get row-lazy Adam, as PyTorch's SparseAdam: a row
+  absent from the batch (all-zero gradient) keeps its moments and does not move.
+  """
+  # The same state structure as optax.adam, so checkpoints restore whichever variant wrote them.
+  adam = optax.adam(learning_rate) if not lazy_rows else optax.chain(
+      scale_by_lazy_row_adam(lazy_rows), optax.scale_by_learning_rate(learning_rate))
   if clip_global_norm > 0:
     return optax.chain(optax.clip_by_global_norm(clip_global_norm), adam)
   return adam
+
+
+def scale_by_lazy_row_adam(lazy_rows: tuple[str, ...]) -> optax.GradientTransformation:
+  """optax.scale_by_adam, except that rows of the named parameters with an all-zero gradient are left alone.
+
+  The bias correction counts every step, as SparseAdam's per-tensor step count does.
+  """
+  inner = optax.scale_by_adam()
+
+  def is_lazy(path) -> bool:
+    return any(getattr(k, "key", None) in lazy_rows for k in path)
+
+  def update(grads, state, params=None):
+    new_updates, new_state = inner.update(grads, state, params)
+
+    def pick(path, g, u, mu, old_mu, nu, old_nu):
+      if not is_lazy(path):
+        return u, mu, nu
+      present = jnp.any(g != 0, axis=tuple(range(1, g.ndim)), keepdims=True)
+      return jnp.where(present, u, 0), jnp.where(present, mu, old_mu), jnp.where(present, nu, old_nu)
+
+    picked = jax.tree_util.tree_map_with_path(pick, grads, new_updates, new_state.mu, state.mu, new_state.nu,
+                                              state.nu)
+    first = lambda i: jax.tree.map(lambda t: t[i], picked, is_leaf=lambda t: isinstance(t, tuple))  # noqa: E731
+    return first(0), new_state._replace(mu=first(1), nu=first(2))
+
+  return optax.GradientTransformation(inner.init, update)
 
 
 def init_state(model: ModelDef, model_config: Any, tx: optax.GradientTransformation, rng: jax.Array,

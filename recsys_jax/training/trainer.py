@@ -64,7 +64,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
   os.makedirs(workdir, exist_ok=True)
 
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  tx = steps.make_optimizer(config.learning_rate, config.clip_global_norm)
+  tx = steps.make_optimizer(config.learning_rate, config.clip_global_norm, model.sparse_params)
   state = steps.init_state(model, model_config, tx, init_rng, task.example_batch(config.batch_size), mesh)
   run_config = {"model": model.name, "dataset": dataset_name, "task": task.name,
                 "model_config": dataclasses.asdict(model_config), "train_config": dataclasses.asdict(config)}
@@ -97,7 +97,9 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
     for batch in task.train_batches(config.batch_size, np.random.default_rng([config.seed, epoch])):
       n = int(batch["weight"].sum())
       state, measurements = train_step(state, mesh_lib.put_batch(batch, mesh), train_rng)
-      losses.append(measurements["loss"])  # kept on device: no host sync per step
+      losses.append(measurements["loss"])
+      if len(losses) > 1:  # one step in flight: the next batch is prepared while it runs, and the bar's
+        losses[-2].block_until_ready()  # rate is the compute rate, not the dispatch rate
       examples += n
       progress.update(1, n)
     jax.block_until_ready(state)
