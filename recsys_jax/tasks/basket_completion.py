@@ -180,7 +180,9 @@ class BasketCompletionTask(Task):
   def loss(self, outputs: dict, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
     logits = outputs["logits"]
     target = jnp.take_along_axis(logits, outputs["targets"][..., None], axis=-1)[..., 0]
-    ce = jax.nn.logsumexp(logits, axis=-1) - target                  # (S, B)
+    # logits are finite: a plain shifted log-sum-exp (jax.nn.logsumexp adds passes for infinities).
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    ce = jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1)) + top[..., 0] - target     # (S, B)
     mask = outputs["step_mask"] * batch["weight"][None, :]
     total = jnp.sum(ce * mask)
     per_row = total / jnp.maximum(jnp.sum(batch["weight"]), 1.0)
