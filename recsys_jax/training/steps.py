@@ -42,19 +42,19 @@ def scale_by_lazy_row_adam(lazy_rows: tuple[str, ...]) -> optax.GradientTransfor
   def is_lazy(path) -> bool:
     return any(getattr(k, "key", None) in lazy_rows for k in path)
 
+  def keep(path, grad, new, old):
+    """`new` where the row had a gradient, `old` elsewhere (rows of lazy parameters only)."""
+    if not is_lazy(path):
+      return new
+    present = jnp.any(grad != 0, axis=tuple(range(1, grad.ndim)), keepdims=True)
+    return jnp.where(present, new, old)
+
   def update(grads, state, params=None):
-    new_updates, new_state = inner.update(grads, state, params)
-
-    def pick(path, g, u, mu, old_mu, nu, old_nu):
-      if not is_lazy(path):
-        return u, mu, nu
-      present = jnp.any(g != 0, axis=tuple(range(1, g.ndim)), keepdims=True)
-      return jnp.where(present, u, 0), jnp.where(present, mu, old_mu), jnp.where(present, nu, old_nu)
-
-    picked = jax.tree_util.tree_map_with_path(pick, grads, new_updates, new_state.mu, state.mu, new_state.nu,
-                                              state.nu)
-    first = lambda i: jax.tree.map(lambda t: t[i], picked, is_leaf=lambda t: isinstance(t, tuple))  # noqa: E731
-    return first(0), new_state._replace(mu=first(1), nu=first(2))
+    updates, new_state = inner.update(grads, state, params)
+    updates = jax.tree_util.tree_map_with_path(lambda p, g, u: keep(p, g, u, jnp.zeros_like(u)), grads, updates)
+    mu = jax.tree_util.tree_map_with_path(keep, grads, new_state.mu, state.mu)
+    nu = jax.tree_util.tree_map_with_path(keep, grads, new_state.nu, state.nu)
+    return updates, new_state._replace(mu=mu, nu=nu)
 
   return optax.GradientTransformation(inner.init, update)
 
