@@ -130,11 +130,13 @@ def after_training(task, workdir, results, f):
     plot_perf_loss(history, os.path.join(workdir, "perf_loss.png"), task.num_recoms)
   if results["model"] != "parsrec":
     return
-  files.save_npz(os.path.join(workdir, "attention_test.npz"), export_attention(task, workdir, results))
-  if f.dataset == "synthetic":
-    # The heat maps pool the training sessions: the 1,024 test sessions leave many category pairs empty.
+  # The heat maps pool the training sessions: the 1,024 test sessions leave many category pairs empty.
+  synthetic = f.dataset == "synthetic"
+  exports = export_attention(task, workdir, results, ("test", "train") if synthetic else ("test",))
+  files.save_npz(os.path.join(workdir, "attention_test.npz"), exports["test"])
+  if synthetic:
     config = generator_config(f)
-    lift, counts = synthetic_category_attention(export_attention(task, workdir, results, "train"), config)
+    lift, counts = synthetic_category_attention(exports["train"], config)
     plot_attention(lift, counts, os.path.join(workdir, "attention.png"))
     summary = {f"{a}-{b}": pair_lift(lift, counts, a, b).tolist() for a, b in ((18, 19), (14, 16), (8, 10))}
     per_key = key_lift(lift, counts)
@@ -187,9 +189,10 @@ def plot_perf_loss(history: list[dict], path: str, k: int = 10) -> None:
   plt.close(fig)
 
 
-def export_attention(task, workdir: str, results: dict, split: str = "test",
-                     checkpoint: str = "best") -> dict[str, np.ndarray]:
-  """Restores a checkpoint of `workdir` ("best" or "latest") and exports its per-step attention over `split`."""
+def export_attention(task, workdir: str, results: dict, splits: tuple[str, ...] = ("test",),
+                     checkpoint: str = "best") -> dict[str, dict[str, np.ndarray]]:
+  """Restores a checkpoint of `workdir` ("best" or "latest") once and exports its per-step attention over each
+  of `splits` (split -> export), with one jitted evaluation function."""
   import jax
 
   from recsys_jax import models
@@ -199,7 +202,7 @@ def export_attention(task, workdir: str, results: dict, split: str = "test",
   config = model.config_cls(**results["config"]["model_config"])
   train = results["config"]["train_config"]
   batch_size = train["eval_batch_size"] or train["batch_size"]
-  tx = steps.make_optimizer(train["learning_rate"], train["clip_global_norm"])
+  tx = steps.make_optimizer(train["learning_rate"], train["clip_global_norm"], model.sparse_params)
   mesh = mesh_lib.make_mesh()
   # Only the structure is needed to restore into: no initialiser runs (or compiles).
   abstract = jax.eval_shape(lambda: steps.init_state(model, config, tx, jax.random.PRNGKey(0),
@@ -211,7 +214,7 @@ def export_attention(task, workdir: str, results: dict, split: str = "test",
     ckpt.close()
   variables = {"params": state["params"], **state["model_state"]}
   apply = jax.jit(lambda batch: model.apply(config, variables, batch, train=False)[0])
-  return task.export_attention(apply, split, batch_size)
+  return {split: task.export_attention(apply, split, batch_size) for split in splits}
 
 
 def synthetic_category_attention(export: dict, config: ParsrecGeneratorConfig) -> tuple[np.ndarray, np.ndarray]:

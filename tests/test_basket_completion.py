@@ -196,7 +196,7 @@ def test_training_end_to_end_learns_the_planted_group_attention(tmp_path):
   # than uniform each group attends to basket items of a category (steps with >= 2 keys). An untrained
   # model attends about uniformly (1.00 +- 0.01 for both groups), so the margins below need learning. Single
   # (placed, key) cells are too sparse here: group B rarely buys 18 and 19 together.
-  export = family.export_attention(task, str(tmp_path), results, split="train", checkpoint="latest")
+  export = family.export_attention(task, str(tmp_path), results, ("train",), checkpoint="latest")["train"]
   item_category = np.arange(gen.num_items) - 2                          # SOB, EOB get -2, -1: skipped
   lift, counts = bc.category_attention(export, item_category, data.user_group.astype(np.int64), 20)
   per_key = bc.key_lift(lift, counts)
