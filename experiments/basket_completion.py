@@ -38,6 +38,8 @@ flags.DEFINE_bool("convert_dataset2binary", False, "Rebuild the dataset's binary
                   "Instacart) even if a fresh one exists.")
 flags.DEFINE_integer("plot_freq", 5, "Redraw perf_loss.png every this many epochs.")
 flags.DEFINE_float("parsrec_dropout", 0.1, "PARSRec: dropout on embedding outputs (user, history, keys, table).")
+flags.DEFINE_integer("parsrec_dim", 128, "PARSRec: user and item embedding size (the original's 128-128); the "
+                     "hidden state has the item size.", lower_bound=1)
 flags.DEFINE_bool("parsrec_eob_padding", False, "PARSRec: train EOB targets on the padded steps of sessions "
                   "shorter than their batch, as the original does (default: those steps are masked).")
 flags.DEFINE_integer("parsrec_users", _GEN.num_users, "synthetic: number of users.")
@@ -108,7 +110,8 @@ def build_task(model, f):
   task = BasketCompletionTask(dataset, num_recoms=f.num_recoms, full_ranking=f.full_ranking, tie_seed=f.seed)
   overrides = {}
   if model.name == "parsrec":
-    overrides = {"dropout": f.parsrec_dropout, "train_eob_on_padding": f.parsrec_eob_padding}
+    overrides = {"dropout": f.parsrec_dropout, "train_eob_on_padding": f.parsrec_eob_padding,
+                 "user_dim": f.parsrec_dim, "item_dim": f.parsrec_dim}
   return task, name, overrides
 
 

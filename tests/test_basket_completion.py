@@ -222,3 +222,22 @@ def test_cli_reports_a_bad_file_in_one_line_with_exit_code_2(tmp_path):
   assert len(lines) == 1 and lines[0].startswith("error:") and "line 3" in lines[0], proc.stderr
   assert not (tmp_path / "cache").exists() or not any(
       name for name in os.listdir(tmp_path / "cache") if not name.startswith("."))
+
+
+def test_cli_parsrec_dim_sets_both_embedding_sizes(tmp_path):
+  from recsys_jax.sources.parsrec_text import write_parsrec_text
+  data = tmp_path / "tiny.txt"
+  write_parsrec_text(str(data), generate(ParsrecGeneratorConfig(
+      num_users=8, num_sessions=6, num_categories=4, items_per_category=5, max_session_len=4)).sessions)
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "run.py"), "--model=parsrec", "--dataset=parsrec_text",
+       f"--data_path={data}", f"--workdir={tmp_path / 'wd'}", f"--cache_dir={tmp_path / 'cache'}",
+       "--parsrec_dim=24", "--epochs=1", "--batch_size=8", "--num_negatives=5"],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  config = json.loads((tmp_path / "wd" / "config.json").read_text())["model_config"]
+  assert (config["user_dim"], config["item_dim"]) == (24, 24)
+  results = json.loads((tmp_path / "wd" / "results.json").read_text())
+  d, q, z = 24, 48, 72  # embedding size, query [v; h], cell input [v; h; a]
+  attention = 2 * (q * q + q) + 2 * (d * q + q) + 2 * q + q * d + d   # q/out, k/v projections, LN, W_f
+  assert results["num_params"] == 8 * d + 22 * d + 2 * (z * d + d) + attention  # U, E (2 + 4 x 5 ids), cell
