@@ -9,6 +9,7 @@ data `attention.png` shows the category-to-category attention of the two planted
 the training sessions; the planted pairs that differ are framed in red), with `attention_lift.json`.
 Training batches mix users: length ties are broken by a permutation seeded by --seed.
 """
+import functools
 import json
 import os
 
@@ -216,8 +217,9 @@ def export_attention(task, workdir: str, results: dict, splits: tuple[str, ...] 
   finally:
     ckpt.close()
   variables = {"params": state["params"], **state["model_state"]}
-  apply = jax.jit(lambda batch: model.apply(config, variables, batch, train=False)[0])
-  return {split: task.export_attention(apply, split, batch_size) for split in splits}
+  # The parameters are an argument, not constants baked into the program: XLA would fold them (seconds).
+  apply = jax.jit(lambda v, batch: model.apply(config, v, batch, train=False)[0])
+  return {split: task.export_attention(functools.partial(apply, variables), split, batch_size) for split in splits}
 
 
 def synthetic_category_attention(export: dict, config: ParsrecGeneratorConfig) -> tuple[np.ndarray, np.ndarray]:
