@@ -4,10 +4,11 @@
 
 A reference point for PARSRec's reported train loss (mean CE per step over all 2,002 ids). For sampled training
 sessions of the default synthetic data, the "model" is the user's item counts over their other training
-sessions (this session left out), plus 0.05 per item, normalised over ids >= 2; with --exclude_placed the
-categories already in the basket get zero mass (a session holds one item per category). Each step applies the
-original's rule: the top-1 id is the target if it is still in the basket, else the first remaining item.
-Prints the mean CE per step; compare it with the train loss in metrics.jsonl and with the original's plot.
+sessions (this session left out), plus 0.05 per item, normalised over ids >= 2; a second figure also gives
+the categories already in the basket zero mass (a session holds one item per category). Each step applies the
+original's rule through the model's own `place_next`: the top-1 id is the target if it is still in the
+basket, else the first remaining item. Prints the mean CE per step; compare it with the train loss in
+metrics.jsonl and with the original's plot.
 """
 import os
 import sys
@@ -18,6 +19,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import basket_completion as family  # noqa: E402
+from recsys_jax.models.parsrec import place_next  # noqa: E402
 from recsys_jax.preprocessing.baskets import load_basket_dataset  # noqa: E402
 from recsys_jax.synthetic.parsrec import ParsrecGeneratorConfig  # noqa: E402
 
@@ -36,14 +38,10 @@ def rule_cross_entropy(probs: np.ndarray, sessions: np.ndarray, lengths: np.ndar
   probs = probs.copy()
   total, steps = 0.0, 0
   for _ in range(width):  # at most 10 steps, vectorised over the sessions
-    live = remaining.any(axis=1)
-    top = probs.argmax(axis=1)
-    hit = remaining & (sessions == top[:, None])
-    slot = np.where(hit.any(axis=1), hit.argmax(axis=1), remaining.argmax(axis=1))
-    target = sessions[rows, slot]
+    target, live, remaining = (np.asarray(x) for x in place_next(
+        sessions, remaining, probs.argmax(axis=1).astype(sessions.dtype), np.ones(n, bool)))
     total += -np.log(probs[rows[live], target[live]]).sum()
     steps += int(live.sum())
-    remaining[rows[live], slot[live]] = False
     if item_category is not None:  # no second item of a placed category
       same = item_category[None, :] == item_category[target][:, None]
       probs[live] = np.where(same[live], 0.0, probs[live])

@@ -232,7 +232,8 @@ def test_cli_parsrec_dim_sets_both_embedding_sizes(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "experiments", "run.py"), "--model=parsrec", "--dataset=parsrec_text",
        f"--data_path={data}", f"--workdir={tmp_path / 'wd'}", f"--cache_dir={tmp_path / 'cache'}",
-       "--parsrec_dim=24", "--epochs=1", "--batch_size=8", "--num_negatives=5"],
+       f"--compilation_cache={tmp_path / 'jax'}", "--parsrec_dim=24", "--epochs=1", "--batch_size=8",
+       "--num_negatives=5"],
       capture_output=True, text=True, cwd=REPO, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   config = json.loads((tmp_path / "wd" / "config.json").read_text())["model_config"]
