@@ -200,23 +200,13 @@ def export_attention(task, workdir: str, results: dict, splits: tuple[str, ...] 
   import jax
 
   from recsys_jax import models
-  from recsys_jax.training import checkpoints, mesh as mesh_lib, steps
+  from recsys_jax.training import checkpoints
 
   model = models.get(results["model"])
-  config = model.config_cls(**results["config"]["model_config"])
+  config = model.config_from_json(results["config"]["model_config"])
   train = results["config"]["train_config"]
   batch_size = train["eval_batch_size"] or train["batch_size"]
-  tx = steps.make_optimizer(train["learning_rate"], train["clip_global_norm"], model.sparse_params)
-  mesh = mesh_lib.make_mesh()
-  # Only the structure is needed to restore into: no initialiser runs (or compiles).
-  abstract = jax.eval_shape(lambda: steps.init_state(model, config, tx, jax.random.PRNGKey(0),
-                                                     task.example_batch(batch_size), mesh))
-  ckpt = checkpoints.Checkpoints(workdir)
-  try:
-    state, _ = ckpt.restore_best(abstract) if checkpoint == "best" else ckpt.restore_latest(abstract)
-  finally:
-    ckpt.close()
-  variables = {"params": state["params"], **state["model_state"]}
+  variables = checkpoints.restore_variables(workdir, checkpoint)
   # The parameters are an argument, not constants baked into the program: XLA would fold them (seconds).
   apply = jax.jit(lambda v, batch: model.apply(config, v, batch, train=False)[0])
   return {split: task.export_attention(functools.partial(apply, variables), split, batch_size) for split in splits}

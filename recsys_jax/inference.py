@@ -6,19 +6,18 @@
 The workdir holds everything needed (config.json, vocab.npz, the best orbax checkpoint), not the dataset.
 Candidates are scored in jitted (histories x item-chunk) blocks, so memory stays bounded for any catalogue.
 """
-import dataclasses
 import json
 import os
 from typing import Sequence
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from recsys_jax import files, models
 from recsys_jax.errors import InputError
 from recsys_jax.preprocessing.sequential_dataset import SequentialSplit
 from recsys_jax.tasks.sequential_ctr import pack_positions, time_features
+from recsys_jax.training import checkpoints
 
 History = Sequence[tuple[str, int]]  # (raw item id, unix seconds), oldest first
 
@@ -39,15 +38,9 @@ class SequentialRecommender:
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
       run = json.load(f)
     model = models.get(run["model"])
-    fields = {f.name: f for f in dataclasses.fields(model.config_cls)}
-    config = model.config_cls(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in run["model_config"].items() if k in fields})
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints", "best")))
-    state = manager.restore(manager.latest_step(),
-                            args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    manager.close()
+    config = model.config_from_json(run["model_config"])
+    variables = checkpoints.restore_variables(workdir)
     vocab = files.load_npz(os.path.join(workdir, "vocab.npz"))
-    variables = {"params": state["params"], **state["model_state"]}
     return cls(model, config, variables, vocab["item_vocab"], vocab["item_cate"], int(vocab["max_len"]))
 
   def encode(self, histories: Sequence[History], now: Sequence[int] | None = None) -> dict[str, np.ndarray]:

@@ -23,6 +23,11 @@ class ModelDef:
   # Embedding tables trained with row-lazy Adam (the original's SparseAdam): rows absent from a batch stay put.
   sparse_params: tuple[str, ...] = ()
 
+  def config_from_json(self, values: dict[str, Any]) -> Any:
+    """The config a run saved in config.json (JSON lists back to tuples; keys the config lacks are ignored)."""
+    fields = {f.name for f in dataclasses.fields(self.config_cls)}
+    return self.config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
+
 
 _REGISTRY: dict[str, ModelDef] = {}
 

@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from recsys_jax.errors import InputError
+
 
 class Checkpoints:
   """`latest/` keeps the last epoch; `best/` keeps the epoch with the best validation metric."""
@@ -55,3 +57,19 @@ def _restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> 
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                           meta=ocp.args.JsonRestore()))
   return restored["state"], dict(restored["meta"])
+
+
+def restore_variables(workdir: str, which: str = "best") -> dict:
+  """The model variables ({"params": ..., **model_state}) of a run's `which` checkpoint ("best" or "latest").
+
+  Restored as saved, so neither the model nor its optimizer has to be rebuilt to describe the structure.
+  """
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints", which)))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise InputError(f"holds no {which} checkpoint: not the workdir of a finished run", path=workdir)
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  finally:
+    manager.close()
+  return {"params": state["params"], **state["model_state"]}
