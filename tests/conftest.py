@@ -28,6 +28,5 @@ def shared_dataset():
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
   """Many tests build fresh jitted steps over the same shapes; JAX's persistent cache compiles each once."""
-  import jax
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+  from experiments import cli
+  cli.enable_compilation_cache(str(tmp_path_factory.mktemp("jax_cache")), min_compile_seconds=0.2)

@@ -5,7 +5,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PROBE = """
-import os, resource
+import os
 from recsys_jax.training import host
 print(host.tune_cpu_host())
 print(os.environ["XLA_FLAGS"])
