@@ -107,15 +107,12 @@ def speed(task: BasketCompletionTask, batch_size: int, seed: int) -> dict:
   rng = jax.random.PRNGKey(seed + 1)
   epoch = [0]
 
-  def run_epoch():
+  def run_epoch():  # the trainer's own epoch loop, without its progress bar
     nonlocal state
     epoch[0] += 1
-    losses = []
-    for batch in task.train_batches(batch_size, np.random.default_rng([seed, epoch[0]])):
-      state, m = train_step(state, mesh_lib.put_batch(batch, mesh), rng)
-      losses.append(m["loss"])
-    jax.block_until_ready(state)
-    return float(np.mean(jax.device_get(losses)))
+    state, loss, _ = trainer.train_epoch(task, train_step, state, batch_size,
+                                         np.random.default_rng([seed, epoch[0]]), rng, mesh)
+    return loss
 
   def run_eval():
     return {s: trainer.evaluate(task, eval_step, state, s, batch_size, mesh) for s in ("valid", "test")}

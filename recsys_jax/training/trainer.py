@@ -93,18 +93,11 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
       log(f"early stop: no {task.selection_metric} improvement for {config.early_stop_patience} epochs")
       break
     progress = Progress(n_batches, f"epoch {epoch}/{config.epochs}", unit="ex")
-    start, losses, examples = time.perf_counter(), [], 0
-    for batch in task.train_batches(config.batch_size, np.random.default_rng([config.seed, epoch])):
-      n = int(batch["weight"].sum())
-      state, measurements = train_step(state, mesh_lib.put_batch(batch, mesh), train_rng)
-      losses.append(measurements["loss"])
-      if len(losses) > 1:  # one step in flight: the next batch is prepared while it runs, and the bar's
-        losses[-2].block_until_ready()  # rate is the compute rate, not the dispatch rate
-      examples += n
-      progress.update(1, n)
-    jax.block_until_ready(state)
+    start = time.perf_counter()
+    state, train_loss, examples = train_epoch(task, train_step, state, config.batch_size,
+                                              np.random.default_rng([config.seed, epoch]), train_rng, mesh,
+                                              progress)
     seconds = time.perf_counter() - start
-    train_loss = float(np.mean(jax.device_get(losses)))
     if not np.isfinite(train_loss):
       raise FloatingPointError(f"training diverged at epoch {epoch}: loss {train_loss}")
 
@@ -144,6 +137,28 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
     f.write(json.dumps({"epoch": best_meta["epoch"], "split": "test", "checkpoint": "best", **test}) + "\n")
   files.write_json(os.path.join(workdir, "results.json"), results)
   return results
+
+
+def train_epoch(task: Task, train_step, state: dict, batch_size: int, data_rng: np.random.Generator,
+                rng: jax.Array, mesh, progress: Progress | None = None) -> tuple[dict, float, int]:
+  """One pass over the task's training batches: (new state, mean batch loss, real examples seen).
+
+  One step stays in flight: the host prepares the next batch while the device runs the current one, and
+  holds at most two batches (dispatching them all at once would build every batch up front on the cores the
+  steps need).
+  """
+  losses, examples = [], 0
+  for batch in task.train_batches(batch_size, data_rng):
+    n = int(batch["weight"].sum())
+    state, measurements = train_step(state, mesh_lib.put_batch(batch, mesh), rng)
+    losses.append(measurements["loss"])
+    if len(losses) > 1:  # also makes the progress bar's rate the compute rate, not the dispatch rate
+      losses[-2].block_until_ready()
+    examples += n
+    if progress is not None:
+      progress.update(1, n)
+  jax.block_until_ready(state)
+  return state, float(np.mean(jax.device_get(losses))), examples
 
 
 def _jsonl(record: dict) -> str:
