@@ -1,4 +1,5 @@
 """PARSRec model: target rule, a plain numpy re-implementation of the forward pass, dropout, gradients."""
+import dataclasses
 import functools
 
 import jax
@@ -241,6 +242,28 @@ def test_tied_logits_gradient_equals_the_direct_product(rate):
 
   for got, want in zip(jax.grad(tied, argnums=(0, 1))(o, table), jax.grad(direct, argnums=(0, 1))(o, table)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_unrolled_and_looped_training_steps_agree(monkeypatch):
+  # Training unrolls short sessions; longer ones (and evaluation) run the same step in a loop. With dropout on,
+  # the per-step masks must not depend on which of the two ran.
+  config, params, batch, _, _ = _toy()
+  config = dataclasses.replace(config, dropout=0.3)
+
+  def loss_and_grad():
+    def loss(p):
+      out = MODEL.apply(config, {"params": p}, batch, train=True, rng=jax.random.PRNGKey(5))[0]
+      return jnp.sum(jax.nn.log_softmax(out["logits"]) * out["step_mask"][..., None]), out["targets"]
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+  (unrolled, targets_unrolled), grads_unrolled = loss_and_grad()
+  monkeypatch.setattr(parsrec, "_UNROLL_STEPS", 0)
+  (looped, targets_looped), grads_looped = loss_and_grad()
+  np.testing.assert_array_equal(np.asarray(targets_unrolled), np.asarray(targets_looped))
+  np.testing.assert_allclose(float(unrolled), float(looped), rtol=1e-6)
+  for name in grads_looped:
+    np.testing.assert_allclose(np.asarray(grads_unrolled[name]), np.asarray(grads_looped[name]),
+                               rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_default_parameter_count_matches_the_original():
