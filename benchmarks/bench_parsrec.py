@@ -111,11 +111,11 @@ def speed(task: BasketCompletionTask, batch_size: int, seed: int) -> dict:
     nonlocal state
     epoch[0] += 1
     state, loss, _ = trainer.train_epoch(task, train_step, state, batch_size,
-                                         np.random.default_rng([seed, epoch[0]]), rng, mesh)
+                                         np.random.default_rng([seed, epoch[0]]), rng)
     return loss
 
   def run_eval():
-    return {s: trainer.evaluate(task, eval_step, state, s, batch_size, mesh) for s in ("valid", "test")}
+    return {s: trainer.evaluate(task, eval_step, state, s, batch_size) for s in ("valid", "test")}
 
   start = time.perf_counter()
   run_epoch()

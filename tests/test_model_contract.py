@@ -21,10 +21,10 @@ def test_model_contract(name):
   state = steps.init_state(model, config, tx, jax.random.PRNGKey(0), task.example_batch(batch_size), mesh)
   train_step = steps.make_train_step(model, config, task, tx, mesh)
   batch = next(iter(task.train_batches(batch_size, np.random.default_rng(0))))
-  state, measurements = train_step(state, mesh_lib.put_batch(batch, mesh), jax.random.PRNGKey(1))
+  state, measurements = train_step(state, batch, jax.random.PRNGKey(1))
   assert int(state["step"]) == 1
   assert np.isfinite(float(measurements["loss"]))
   eval_step = steps.make_eval_step(model, config, task, mesh)
-  metrics = trainer.evaluate(task, eval_step, state, "valid", batch_size, mesh)
+  metrics = trainer.evaluate(task, eval_step, state, "valid", batch_size)
   assert task.selection_metric in metrics
   assert all(np.isfinite(v) for v in metrics.values()), metrics

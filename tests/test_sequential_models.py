@@ -89,7 +89,7 @@ def test_one_train_step_lowers_the_loss(task, name):
   before = loss_at(state["params"], state["model_state"])
   assert before == pytest.approx(np.log(5), abs=0.05)  # untrained: uniform over each 1+4 group
   step = steps.make_train_step(model, config, task, tx, mesh)
-  state, _ = step(state, mesh_lib.put_batch(batch, mesh), rng)  # donates the old state
+  state, _ = step(state, batch, rng)  # donates the old state
   # Same batch, same dropout mask; BatchNorm uses batch statistics in training mode.
   assert loss_at(state["params"], state["model_state"]) < before
 

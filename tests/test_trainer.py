@@ -81,12 +81,12 @@ for n in (1, 4):
   step = steps.make_train_step(model, config, task, tx, mesh)
   losses = []
   for batch in task.train_batches(32, np.random.default_rng(0)):
-    state, m = step(state, mesh_lib.put_batch(batch, mesh), jax.random.PRNGKey(1))
+    state, m = step(state, batch, jax.random.PRNGKey(1))
     losses.append(float(m["loss"]))
   trained = trained or jax.device_get(state)
   eval_step = steps.make_eval_step(model, config, task, mesh)
   shared = jax.device_put(trained, mesh_lib.replicated(mesh))
-  out[n] = {"losses": losses, "valid": trainer.evaluate(task, eval_step, shared, "valid", 32, mesh)}
+  out[n] = {"losses": losses, "valid": trainer.evaluate(task, eval_step, shared, "valid", 32)}
 print(json.dumps(out))
 """
 

@@ -28,8 +28,3 @@ def round_up_batch(batch_size: int, mesh: Mesh) -> int:
   """The smallest batch size >= `batch_size` that splits evenly over the data axis."""
   n = mesh.shape[DATA_AXIS]
   return -(-batch_size // n) * n
-
-
-def put_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places a host batch on the mesh, split along its leading axis (one transfer call for all arrays)."""
-  return jax.device_put(batch, batch_sharding(mesh))

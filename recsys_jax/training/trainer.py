@@ -95,8 +95,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
     progress = Progress(n_batches, f"epoch {epoch}/{config.epochs}", unit="ex")
     start = time.perf_counter()
     state, train_loss, examples = train_epoch(task, train_step, state, config.batch_size,
-                                              np.random.default_rng([config.seed, epoch]), train_rng, mesh,
-                                              progress)
+                                              np.random.default_rng([config.seed, epoch]), train_rng, progress)
     seconds = time.perf_counter() - start
     if not np.isfinite(train_loss):
       raise FloatingPointError(f"training diverged at epoch {epoch}: loss {train_loss}")
@@ -104,7 +103,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
     record = {"epoch": epoch, "step": int(state["step"]), "train_loss": train_loss,
               "epoch_train_seconds": seconds}
     for split in task.epoch_eval_splits:
-      record[split] = evaluate(task, eval_step, state, split, eval_batch_size, mesh)
+      record[split] = evaluate(task, eval_step, state, split, eval_batch_size)
     value = record["valid"][task.selection_metric]
     improved = meta["best_value"] is None or better(value, meta["best_value"])
     meta.update(epoch=epoch, train_seconds=meta["train_seconds"] + seconds,
@@ -120,7 +119,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
 
   state, best_meta = ckpt.restore_best(state)
   start = time.perf_counter()
-  test = evaluate(task, eval_step, state, "test", eval_batch_size, mesh)
+  test = evaluate(task, eval_step, state, "test", eval_batch_size)
   test_seconds = time.perf_counter() - start
   ckpt.close()
   results = {
@@ -140,8 +139,11 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
 
 
 def train_epoch(task: Task, train_step, state: dict, batch_size: int, data_rng: np.random.Generator,
-                rng: jax.Array, mesh, progress: Progress | None = None) -> tuple[dict, float, int]:
+                rng: jax.Array, progress: Progress | None = None) -> tuple[dict, float, int]:
   """One pass over the task's training batches: (new state, mean batch loss, real examples seen).
+
+  Host batches go straight to the jitted step, whose input sharding splits them over the mesh (one transfer
+  inside the call: cheaper than placing them beforehand).
 
   One step stays in flight: the host prepares the next batch while the device runs the current one, and
   holds at most two batches (dispatching them all at once would build every batch up front on the cores the
@@ -150,7 +152,7 @@ def train_epoch(task: Task, train_step, state: dict, batch_size: int, data_rng: 
   losses, examples = [], 0
   for batch in task.train_batches(batch_size, data_rng):
     n = int(batch["weight"].sum())
-    state, measurements = train_step(state, mesh_lib.put_batch(batch, mesh), rng)
+    state, measurements = train_step(state, batch, rng)
     losses.append(measurements["loss"])
     if len(losses) > 1:  # also makes the progress bar's rate the compute rate, not the dispatch rate
       losses[-2].block_until_ready()
@@ -168,11 +170,11 @@ def _jsonl(record: dict) -> str:
                  for split, metrics in record.items() if isinstance(metrics, dict))
 
 
-def evaluate(task: Task, eval_step, state: dict, split: str, batch_size: int, mesh) -> dict[str, float]:
+def evaluate(task: Task, eval_step, state: dict, split: str, batch_size: int) -> dict[str, float]:
   """Runs the jitted eval step over a split's fixed batches and computes the task's metrics."""
   outputs, weights = [], []
   for batch in task.eval_batches(split, batch_size):
-    outputs.append(eval_step(state["params"], state["model_state"], mesh_lib.put_batch(batch, mesh)))
+    outputs.append(eval_step(state["params"], state["model_state"], batch))
     weights.append(batch["weight"])
   keep = np.concatenate(weights) > 0
   gathered = {k: np.concatenate([np.asarray(o[k]) for o in outputs])[keep] for k in outputs[0]}
