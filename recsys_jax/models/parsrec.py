@@ -340,7 +340,7 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   keys0 = jnp.zeros((bsz, width, c.item_dim), table.dtype).at[:, 0].set(table[0])
   remaining0 = slots[None, :] < length[:, None]
   # Training unrolls the steps of sessions up to _UNROLL_STEPS long: no loop buffers to zero-fill and update
-  # per step, and XLA schedules across steps; 6% less time per batch at every width 3..10 (BENCHMARKS.md),
+  # per step, and XLA schedules across steps; 3-7% less time per batch at each width 3..10 (BENCHMARKS.md),
   # for about 20 s more compilation over the 8 widths. Evaluation is cheap and keeps the loop.
   unroll = train and width <= _UNROLL_STEPS
   _, outs = jax.lax.scan(step, (h0, keys0, remaining0), jnp.arange(width), unroll=unroll)
