@@ -145,10 +145,13 @@ def test_training_forward_matches_reference(seed):
   config, params, batch, history, _ = _toy(seed=seed)
   out = _apply(config, params, batch, True)
   ref = _reference(params, config, batch["user"], batch["session"], batch["length"], history)
-  np.testing.assert_allclose(np.asarray(out["logits"]), ref["logits"], rtol=2e-4, atol=2e-4)
   np.testing.assert_array_equal(np.asarray(out["targets"]), ref["targets"])
   np.testing.assert_array_equal(np.asarray(out["step_mask"]), np.arange(4)[:, None] < batch["length"][None, :])
-  assert out["logits"].shape == (4, 3, 12)
+  logits, top = ref["logits"], ref["logits"].max(-1)
+  ce = (np.log(np.exp(logits - top[..., None]).sum(-1)) + top
+        - np.take_along_axis(logits, ref["targets"][..., None], -1)[..., 0])
+  assert out["ce"].shape == (4, 3)
+  np.testing.assert_allclose(np.asarray(out["ce"]), ce, rtol=2e-4, atol=2e-4)
 
 
 def test_the_rule_accepted_some_guesses():
@@ -223,23 +226,31 @@ def test_hashed_dropout_rate_independence_and_determinism():
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
-def test_tied_logits_gradient_equals_the_direct_product(rate):
+def test_tied_cross_entropy_matches_autodiff_of_the_direct_formula(rate):
   rng = np.random.default_rng(0)
   o = jnp.asarray(rng.standard_normal((3, 4, 5)), jnp.float32)
   table = jnp.asarray(rng.standard_normal((7, 5)), jnp.float32)
-  weights = jnp.asarray(rng.standard_normal((3, 4, 7)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 7, (3, 4)), jnp.int32)
+  ct = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)     # e.g. the step mask over the rows
   keep = None if rate == 0 else parsrec.keep_mask(table.shape, rate, jnp.array([1, 2], jnp.uint32), 9)
 
-  def dropped(t):
-    return t if keep is None else jnp.where(keep, t / (1 - rate), 0.0)
+  def logits_of(o, t):
+    return jnp.einsum("sbd,id->sbi", o, t if keep is None else jnp.where(keep, t / (1 - rate), 0.0))
 
   def direct(o, t):
-    return jnp.sum(weights * jnp.einsum("sbd,id->sbi", o, dropped(t)))
+    logits = logits_of(o, t)
+    ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    return jnp.sum(ct * ce)
 
-  def tied(o, t):
-    logits = jax.lax.stop_gradient(jnp.einsum("sbd,id->sbi", o, dropped(t)))
-    return jnp.sum(weights * parsrec._tied_logits(o, t, logits, rate, keep))
+  def tied(o, t):  # as the steps compute it: values without gradient, then the tied function
+    logits = jax.lax.stop_gradient(logits_of(o, t))
+    top = jnp.max(logits, -1, keepdims=True)
+    exp_logits = jnp.exp(logits - top)
+    exp_sum = jnp.sum(exp_logits, -1)
+    ce = jnp.log(exp_sum) + top[..., 0] - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    return jnp.sum(ct * parsrec._tied_cross_entropy(o, t, exp_logits, exp_sum, ce, targets, keep, rate))
 
+  assert float(tied(o, table)) == pytest.approx(float(direct(o, table)), rel=1e-6)
   for got, want in zip(jax.grad(tied, argnums=(0, 1))(o, table), jax.grad(direct, argnums=(0, 1))(o, table)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
@@ -253,7 +264,7 @@ def test_unrolled_and_looped_training_steps_agree(monkeypatch):
   def loss_and_grad():
     def loss(p):
       out = MODEL.apply(config, {"params": p}, batch, train=True, rng=jax.random.PRNGKey(5))[0]
-      return jnp.sum(jax.nn.log_softmax(out["logits"]) * out["step_mask"][..., None]), out["targets"]
+      return jnp.sum(out["ce"] * out["step_mask"]), out["targets"]
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
   (unrolled, targets_unrolled), grads_unrolled = loss_and_grad()
@@ -277,5 +288,5 @@ def test_default_parameter_count_matches_the_original():
 def test_two_attention_blocks_run():
   config, params, batch, _, _ = _toy(num_attn_blocks=2)
   out = _apply(config, params, batch, True)
-  assert out["logits"].shape == (4, 3, 12) and np.isfinite(np.asarray(out["logits"])).all()
+  assert out["ce"].shape == (4, 3) and np.isfinite(np.asarray(out["ce"])).all()
   assert "attn1_f_kernel" in params and params["attn0_f_kernel"].shape == (14, 14)

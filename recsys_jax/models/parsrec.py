@@ -12,13 +12,15 @@ The math is the original's; the evaluation order is not:
   * single-query attention never projects the keys: q.(K W_k + b_k) = (q W_k^T).K + q.b_k and
     sum_j w_j (K_j W_v + b_v) = (sum_j w_j K_j) W_v + b_v, so each step costs O(heads * keys * d);
   * the constant user part of [v; h; a] is multiplied once per batch, outside the scan;
-  * the scan computes each step's logits without gradient (their top-1 drives the target rule) and
-    `_tied_logits` supplies their gradient afterwards with products over all steps at once.
+  * the scan computes each step's logits without gradient (their top-1 drives the target rule) and, while
+    they are still in cache, the step's softmax cross-entropy; `_tied_cross_entropy` supplies its gradient
+    afterwards with two products over all steps at once.
 Dropout masks come from a counter-based integer hash, not threefry: on CPU, threefry bits for the 2,002 x 128
 output table cost more than the 2,002-way product they mask. Key masks are fresh per step, as in the original,
 which re-embeds the basket on every step; the output table gets one mask per batch (the original redraws it
 per step), which lets the output layer's gradient run as two products over all steps.
-Outputs are step-major, the scan's layout. Training: `logits` (S, B, I), `targets` (S, B), `step_mask` (S, B).
+Outputs are step-major, the scan's layout. Training: `ce` (S, B) (each step's softmax cross-entropy of its target
+over all ids), `targets` (S, B), `step_mask` (S, B).
 Evaluation: candidate `scores` (S, B, C), `positive` (S, B, C) (still-remaining session items), `step_mask`,
 `placed` (S, B) and `attention` (S, B, S) (step s's weights over key slots, averaged over heads and blocks;
 slot 0 is SOB at step 0). C = S + negatives, or all ids with `full_ranking`.
@@ -200,34 +202,39 @@ def _attend(qt: jax.Array, q: jax.Array, keys: jax.Array, key_mask: jax.Array, f
   return (x - mean) * jax.lax.rsqrt(var + eps) * fb["ln"][0] + fb["ln"][1], weights
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _tied_logits(o: jax.Array, table: jax.Array, logits: jax.Array, rate: float, keep: jax.Array | None):
-  """o . drop(E)^T for every step, given those products already computed (without gradient) in the scan.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _tied_cross_entropy(o: jax.Array, table: jax.Array, exp_logits: jax.Array, exp_sum: jax.Array, ce: jax.Array,
+                        targets: jax.Array, keep: jax.Array | None, rate: float) -> jax.Array:
+  """The cross-entropy ce = log sum_i exp(o.E_i) - o.E_target of every step, with its gradient in o and E.
 
-  The scan needs each step's logits for its argmax; this hands them to the loss and supplies their gradient
-  with two products over all steps at once, so the scan itself carries no 2,002-wide residuals. `keep` is
-  the output table's dropout mask (None without dropout).
+  The scan computes the values without gradient: `exp_logits` (S, B, I) = exp(logits - max) and `exp_sum`
+  (S, B) its sum per step. The gradient g = softmax - one_hot(target) then needs one pass over them, and
+  reaches o and E through two products over all steps at once. `keep` is the output table's dropout mask
+  (None without dropout).
   """
-  del o, table, rate, keep
-  return logits
+  del o, table, exp_logits, exp_sum, targets, keep, rate
+  return ce
 
 
-def _tied_logits_fwd(o, table, logits, rate, keep):
-  return logits, (o, table, keep)
+def _tied_cross_entropy_fwd(o, table, exp_logits, exp_sum, ce, targets, keep, rate):
+  return ce, (o, table, exp_logits, exp_sum, targets, keep)
 
 
-def _tied_logits_bwd(rate, residuals, g):
-  o, table, keep = residuals                                    # o (S, B, D), g (S, B, I)
+def _tied_cross_entropy_bwd(rate, residuals, ct):
+  o, table, exp_logits, exp_sum, targets, keep = residuals      # o (S, B, D), exp_logits (S, B, I)
+  g = exp_logits * (ct / exp_sum)[..., None]
+  g = jnp.where(jnp.arange(g.shape[-1]) == targets[..., None], g - ct[..., None], g)
   dropped = table if keep is None else jnp.where(keep, table / (1.0 - rate), 0.0)
   d_o = jnp.einsum("sbi,id->sbd", g, dropped)
-  # (D, I) then transposed: contracting g over its leading axes avoids a transposed copy of g.
-  d_table = jnp.einsum("sbd,sbi->di", o, g).T
+  # Steps and rows merged first (free in this layout): a three-axis contraction made XLA transpose g.
+  g2, o2 = g.reshape(-1, g.shape[-1]), o.reshape(-1, o.shape[-1])
+  d_table = jax.lax.dot_general(g2, o2, (((0,), (0,)), ((), ())))
   if keep is not None:
     d_table = jnp.where(keep, d_table / (1.0 - rate), 0.0)
-  return d_o, d_table, None, None
+  return d_o, d_table, None, None, None, None, None
 
 
-_tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
+_tied_cross_entropy.defvjp(_tied_cross_entropy_fwd, _tied_cross_entropy_bwd)
 
 
 def place_next(session: jax.Array, remaining: jax.Array, guess: jax.Array,
@@ -311,14 +318,15 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
     o, h_next = cell[:, :c.item_dim], jax.nn.relu(cell[:, c.item_dim:])
     if train:  # target rule: the top-1 guess over all ids if it is still in the basket
       logits = jax.lax.stop_gradient(o) @ out_table.T
+      top = jnp.max(logits, axis=1, keepdims=True)
       # The top-1 id is in the basket iff a remaining item's logit reaches the maximum: a max and a gather
       # instead of an argmax over all ids (XLA's CPU argmax is a slow scalar loop). Exact ties between
       # float logits, where argmax would prefer the lower id, are the only difference.
-      at_max = jnp.take_along_axis(logits, session, axis=1) >= jnp.max(logits, axis=1, keepdims=True)
-      candidates = remaining & at_max
+      candidates = remaining & (jnp.take_along_axis(logits, session, axis=1) >= top)
       guess = jnp.where(jnp.any(candidates, axis=1), session[rows, jnp.argmax(candidates, axis=1)], -1)
       accept = jnp.ones((bsz,), bool)
-      out = {"o": o, "logits": logits}
+      exp_logits = jnp.exp(logits - top)
+      out = {"o": o, "exp_logits": exp_logits, "exp_sum": jnp.sum(exp_logits, axis=1)}
     else:  # acceptance rule: the best-ranked remaining item among the top k
       if c.full_ranking:  # all ids; SOB, EOB and placed items stay in, as in the original
         scores = o @ table.T
@@ -332,6 +340,9 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
       guess = col if c.full_ranking else jnp.take_along_axis(cand_ids, col[:, None], axis=1)[:, 0]
       out = {"scores": scores, "positive": positive, "attention": attention}
     target, any_left, remaining = place_next(session, remaining, guess, accept)
+    if train:
+      out["ce"] = (jnp.log(out["exp_sum"]) + top[:, 0]
+                   - jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0])
     # Slot s receives b_s; slot 0 held SOB for step 0 only.
     keys = jax.lax.dynamic_update_index_in_dim(keys, table[target], s, axis=1)
     out.update(targets=target, step_mask=any_left)
@@ -345,7 +356,8 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   unroll = train and width <= _UNROLL_STEPS
   _, outs = jax.lax.scan(step, (h0, keys0, remaining0), jnp.arange(width), unroll=unroll)
   if train:
-    outs["logits"] = _tied_logits(outs.pop("o"), table, outs["logits"], c.dropout, table_keep)
+    outs["ce"] = _tied_cross_entropy(outs.pop("o"), table, outs.pop("exp_logits"), outs.pop("exp_sum"), outs["ce"],
+                                     outs["targets"], table_keep, c.dropout)
     if c.train_eob_on_padding:
       outs["step_mask"] = jnp.ones_like(outs["step_mask"])
   else:
