@@ -136,8 +136,7 @@ def test_loss_value_is_ce_per_step_and_gradient_is_per_row_sum():
   weight = jnp.array([1.0, 1.0])
 
   def loss(ce):
-    return task.loss({"ce": ce, "targets": jnp.ones((3, 2), jnp.int32), "step_mask": step_mask},
-                     {"weight": weight})
+    return task.loss({"ce": ce, "step_mask": step_mask}, {"weight": weight})
 
   value, aux = loss(ce)
   assert float(value) == pytest.approx(float(jnp.sum(ce * step_mask) / 4))          # 4 real steps

@@ -231,7 +231,7 @@ def test_tied_cross_entropy_matches_autodiff_of_the_direct_formula(rate):
   o = jnp.asarray(rng.standard_normal((3, 4, 5)), jnp.float32)
   table = jnp.asarray(rng.standard_normal((7, 5)), jnp.float32)
   targets = jnp.asarray(rng.integers(0, 7, (3, 4)), jnp.int32)
-  ct = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)     # e.g. the step mask over the rows
+  ct = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)     # the loss's weight on each step's ce
   keep = None if rate == 0 else parsrec.keep_mask(table.shape, rate, jnp.array([1, 2], jnp.uint32), 9)
 
   def logits_of(o, t):
