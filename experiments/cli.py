@@ -24,15 +24,36 @@ def parse_flags(argv: list[str]) -> list[str]:
   return rest
 
 
-def enable_compilation_cache(cache_dir: str | None, min_compile_seconds: float = 1.0) -> None:
+def enable_compilation_cache(cache_dir: str | None, min_compile_seconds: float = 1.0,
+                             max_bytes: int = 2**30) -> None:
   """JAX's persistent compilation cache: a rerun with the same shapes loads its XLA programs from disk
-  instead of compiling them again (seconds per train-step variant on CPU). Empty or None: off."""
+  instead of compiling them again (seconds per train-step variant on CPU). Empty or None: off.
+
+  JAX evicts the least recently used programs once the folder exceeds `max_bytes` (every model size,
+  batch size or code change adds programs); <= 0 keeps everything.
+  """
   if not cache_dir:
     return
   import jax
   os.makedirs(cache_dir, exist_ok=True)
+  if max_bytes > 0:
+    _stamp_unstamped_entries(cache_dir)
   jax.config.update("jax_compilation_cache_dir", cache_dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+  jax.config.update("jax_compilation_cache_max_size", max_bytes if max_bytes > 0 else -1)
+
+
+def _stamp_unstamped_entries(cache_dir: str) -> None:
+  """JAX's size-capped cache keeps each program's last use in a `<key>-atime` file beside `<key>-cache`, and its
+  eviction fails on programs written while no cap was set, which have none: give those their write time."""
+  for name in os.listdir(cache_dir):
+    if not name.endswith("-cache"):
+      continue
+    stamp = os.path.join(cache_dir, name[:-len("-cache")] + "-atime")
+    if not os.path.exists(stamp):
+      written_ns = os.stat(os.path.join(cache_dir, name)).st_mtime_ns
+      with open(stamp, "wb") as f:
+        f.write(written_ns.to_bytes(8, "little"))
 
 
 def reject_positional(argv: list[str]) -> None:

@@ -38,6 +38,8 @@ flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: the mode
 flags.DEFINE_integer("early_stop", None, "Stop after this many epochs without a better validation metric.")
 flags.DEFINE_string("compilation_cache", os.path.join("data", "cache", "jax"),
                     "Folder of JAX's persistent compilation cache (reruns skip XLA compilation); '' turns it off.")
+flags.DEFINE_integer("compilation_cache_max_mb", 1024, "Size cap of --compilation_cache: the least recently used "
+                     "programs are evicted beyond it; 0 keeps everything.", lower_bound=0)
 flags.DEFINE_bool("inference_only", False, "Evaluate the best checkpoint in --workdir without training.")
 for _family in families.FAMILIES.values():  # so that --help lists every family's flags too
   flags.adopt_module_key_flags(_family)
@@ -45,7 +47,7 @@ for _family in families.FAMILIES.values():  # so that --help lists every family'
 
 def main(argv):
   cli.reject_positional(argv)
-  cli.enable_compilation_cache(FLAGS.compilation_cache)
+  cli.enable_compilation_cache(FLAGS.compilation_cache, max_bytes=FLAGS.compilation_cache_max_mb * 2**20)
   model = models.get(FLAGS.model)
   family = families.FAMILIES[model.task]
   task, dataset_name, overrides = family.build_task(model, FLAGS)
