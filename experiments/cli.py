@@ -61,6 +61,12 @@ def reject_positional(argv: list[str]) -> None:
     raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help)")
 
 
+def require_folder(path: str | None, flag: str) -> None:
+  """A folder flag may name a missing folder (it is created) but not a file."""
+  if path and os.path.exists(path) and not os.path.isdir(path):
+    raise InputError(f"{flag} names a file; expected a folder (it is created if missing)", path)
+
+
 def guarded(main):
   """Turns `InputError` (bad files, columns, values) into one line on stderr and exit code 2."""
 

@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import dataclasses  # noqa: E402
 import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
@@ -30,6 +31,13 @@ flags.DEFINE_float("tau0", _DEFAULTS.tau0, "Scale of the per-category preference
 flags.DEFINE_float("beta", _DEFAULTS.beta, "Price sensitivity.")
 flags.DEFINE_integer("min_session_len", _DEFAULTS.min_session_len, "Lower clip on the session size.")
 flags.DEFINE_integer("max_session_len", _DEFAULTS.max_session_len, "Upper clip on the session size.")
+flags.DEFINE_float("weibull_c", _DEFAULTS.weibull_c, "Shape of the Weibull session-size law (before clipping).")
+flags.DEFINE_float("weibull_loc", _DEFAULTS.weibull_loc, "Location of the Weibull session-size law.")
+flags.DEFINE_float("weibull_scale", _DEFAULTS.weibull_scale, "Scale of the Weibull session-size law.")
+flags.DEFINE_float("price_mean", _DEFAULTS.price_mean, "Mean of the log of a category's base price (lognormal).")
+flags.DEFINE_float("price_sigma", _DEFAULTS.price_sigma, "Std of the log of a category's base price.")
+flags.DEFINE_float("vine_a", _DEFAULTS.vine_a, "a of the Beta(a, b) law of the vine's partial correlations.")
+flags.DEFINE_float("vine_b", _DEFAULTS.vine_b, "b of the Beta(a, b) law of the vine's partial correlations.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the numpy Generator behind every draw.")
 flags.DEFINE_string("output", "data/parsrec/synthetic.txt", "The text file to write.")
 
@@ -47,11 +55,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     print(f"error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
     sys.exit(2)
-  config = ParsrecGeneratorConfig(
-      num_users=FLAGS.num_users, num_sessions=FLAGS.num_sessions, num_categories=FLAGS.num_categories,
-      items_per_category=FLAGS.items_per_category, gamma0=FLAGS.gamma0, sigma0=FLAGS.sigma0, tau0=FLAGS.tau0,
-      beta=FLAGS.beta, min_session_len=FLAGS.min_session_len, max_session_len=FLAGS.max_session_len,
-      seed=FLAGS.seed)
+  # Every generator parameter has the flag of its name.
+  config = ParsrecGeneratorConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(ParsrecGeneratorConfig)})
   try:
     start = time.perf_counter()
     data = generate(config)

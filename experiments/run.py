@@ -32,10 +32,12 @@ flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metrics.jsonl, re
 flags.DEFINE_bool("overwrite", False, "Delete --workdir before starting instead of resuming from it.")
 flags.DEFINE_string("cache_dir", "data/cache", "Where preprocessed datasets are cached (keyed by their config).")
 flags.DEFINE_integer("seed", 42, "One seed for data sampling, negatives, initialisation, dropout and shuffling.")
-flags.DEFINE_integer("epochs", None, "Training epochs (default: the model family's).")
-flags.DEFINE_integer("batch_size", None, "Training batch size (default: the model family's).")
+flags.DEFINE_integer("epochs", None, "Training epochs (default: the model family's).", lower_bound=1)
+flags.DEFINE_integer("batch_size", None, "Training batch size (default: the model family's).", lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: the model family's).")
-flags.DEFINE_integer("early_stop", None, "Stop after this many epochs without a better validation metric.")
+flags.register_validator("learning_rate", lambda v: v is None or v > 0, "--learning_rate must be > 0")
+flags.DEFINE_integer("early_stop", None, "Stop after this many epochs without a better validation metric.",
+                     lower_bound=1)
 flags.DEFINE_string("compilation_cache", os.path.join("data", "cache", "jax"),
                     "Folder of JAX's persistent compilation cache (reruns skip XLA compilation); '' turns it off.")
 flags.DEFINE_integer("compilation_cache_max_mb", 1024, "Size cap of --compilation_cache: the least recently used "
@@ -47,6 +49,8 @@ for _family in families.FAMILIES.values():  # so that --help lists every family'
 
 def main(argv):
   cli.reject_positional(argv)
+  for name in ("workdir", "cache_dir", "compilation_cache"):
+    cli.require_folder(FLAGS[name].value, f"--{name}")
   cli.enable_compilation_cache(FLAGS.compilation_cache, max_bytes=FLAGS.compilation_cache_max_mb * 2**20)
   model = models.get(FLAGS.model)
   family = families.FAMILIES[model.task]

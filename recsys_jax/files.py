@@ -12,8 +12,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from recsys_jax.errors import InputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+FOLDER_MODE = 0o777 & ~_UMASK  # what os.makedirs gives a new folder
 
 
 @contextlib.contextmanager
@@ -54,10 +57,21 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     return {k: z[k] for k in z.files}
 
 
+def require_file(path: str, expected: str = "") -> None:
+  """InputError unless `path` is an existing file (a folder or a missing path is named as such)."""
+  problem = "is a folder, not a file" if os.path.isdir(path) else "file not found"
+  if not os.path.isfile(path):
+    raise InputError(problem + (f"; expected {expected}" if expected else ""), path)
+
+
 def file_fingerprint(path: str) -> dict[str, Any]:
-  """Identifies a source file's version cheaply: absolute path, size and modification time."""
+  """Identifies a source file's version cheaply: absolute path, size, modification and change times.
+
+  The change time catches an edit whose modification time was set back (`cp -p`, rsync, tar).
+  """
   st = os.stat(path)
-  return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+  return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+          "ctime_ns": st.st_ctime_ns}
 
 
 def config_key(config: dict[str, Any]) -> str:

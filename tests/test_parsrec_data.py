@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from recsys_jax import files
 from recsys_jax.errors import InputError
 from recsys_jax.preprocessing import baskets
 from recsys_jax.sources import parsrec_text
@@ -81,7 +82,11 @@ BAD_CASES = [
     (_lines("0,0,1,2", "0,1,,3", "0,2,1,4"), 3, "empty field"),
     (_lines("0,0,1,2", "0,1,1,3,", "0,2,1,4"), 3, "empty field"),
     (_lines("0,0,1,2", "", "0,2,1,4"), 3, "empty line"),
-    (_lines("0,0,1,2", "0,1,1,3", "0,2,1,4", "0,3,1,99999999999999999999"), 5, "non-integer field"),
+    (_lines("0,0,1,2", "0,1,1,3", "0,2,1,4", "0,3,1,99999999999999999999"), 5, "has more than 18 digits"),
+    (_lines(*GOOD, f"1,0,1,{parsrec_text.MAX_INFERRED_IDS}", "1,1,1,2", "1,2,1,3"), 5,
+     f"item id {parsrec_text.MAX_INFERRED_IDS} is out of range; expected item ids >= 2 (0 and 1 are reserved "
+     f"for SOB and EOB) and < {parsrec_text.MAX_INFERRED_IDS} (or a larger --num_items): ids index"),
+    (_lines(*GOOD, "2000000000,0,1,5"), 5, "user_id 2000000000 is out of range"),
     (_lines(*GOOD, "1,0,2,5,1", "1,1,1,2", "1,2,1,3"), 5, "item id 1 is out of range"),
     (_lines(*GOOD, "1,0,2,5,0", "1,1,1,2", "1,2,1,3"), 5, "item id 0"),
     (_lines(*GOOD, "-1,0,1,5"), 5, "user_id -1 is out of range"),
@@ -105,11 +110,13 @@ def test_reader_reports_bad_input_with_its_line(tmp_path, text, line, needle):
 def test_reader_checks_num_items_and_missing_file(tmp_path):
   path = _write(tmp_path, _lines("0,0,1,2", "0,1,1,3", "0,2,2,4,10"))
   assert len(read_parsrec_text(path, num_items=11)) == 3
-  with pytest.raises(InputError, match="< num_items=10") as err:
+  with pytest.raises(InputError, match=r"< the catalogue size 10 \(--num_items\)") as err:
     read_parsrec_text(path, num_items=10)
   assert err.value.line == 4
   with pytest.raises(InputError, match="file not found"):
     read_parsrec_text(str(tmp_path / "absent.txt"))
+  with pytest.raises(InputError, match="is a folder, not a file"):
+    read_parsrec_text(str(tmp_path))
 
 
 def test_reader_is_fast(tmp_path):
@@ -276,6 +283,13 @@ def test_stale_cache_is_rebuilt(tmp_path):
   open(manifest_path, "w").write(json.dumps(manifest))
   assert _load(path, cache).stats["cache"] == "built"
   assert _load(path, cache).stats["cache"] == "reused"
+  # Same size, modification time set back (as cp -p or rsync do): the change time still tells.
+  stat = os.stat(path)
+  _write(tmp_path, HAND_MADE.replace("7,10,1,9", "7,10,1,10"), "hand.txt")
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  edited = _load(path, cache)
+  assert edited.stats["cache"] == "built" and _sessions(edited.test)[1] == [10]
+  assert oct(os.stat(edited.stats["cache_folder"]).st_mode & 0o777) == oct(files.FOLDER_MODE)
 
 
 def test_no_partial_cache_after_an_error(tmp_path, monkeypatch):

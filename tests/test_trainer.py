@@ -18,12 +18,13 @@ class Crash(Exception):
   pass
 
 
-def _run(workdir, epochs=3, on_epoch_end=None, model="a2svd"):
-  task = tasks.tiny_task("sequential_ctr")
+def _run(workdir, epochs=3, on_epoch_end=None, model="a2svd", task=None, inference_only=False, **overrides):
+  task = task or tasks.tiny_task(models.get(model).task)
   m = models.get(model)
   config = trainer.TrainConfig(epochs=epochs, batch_size=32, seed=7)
-  return trainer.train_and_evaluate(task, m, trainer.model_config_for(m, task), config, str(workdir),
-                                    "tiny", log=lambda *_: None, on_epoch_end=on_epoch_end)
+  return trainer.train_and_evaluate(task, m, trainer.model_config_for(m, task, **overrides), config,
+                                    str(workdir), "tiny", log=lambda *_: None, on_epoch_end=on_epoch_end,
+                                    inference_only=inference_only)
 
 
 def test_outputs_follow_the_schema(tmp_path):
@@ -59,6 +60,32 @@ def test_resume_refuses_a_different_configuration(tmp_path):
   _run(tmp_path, epochs=1)
   with pytest.raises(InputError, match="different configuration"):
     _run(tmp_path, epochs=1, model="slirec")
+
+
+def test_resume_refuses_different_data(tmp_path):
+  _run(tmp_path, epochs=1)
+  with pytest.raises(InputError, match=r"\(data_identity.splits, "):
+    _run(tmp_path, epochs=2, task=tasks.tiny_task("sequential_ctr", seed=1))
+
+
+def test_inference_only_may_change_evaluation_settings_only(tmp_path):
+  from recsys_jax.tasks.basket_completion import BasketCompletionTask
+  trained = _run(tmp_path, epochs=1, model="parsrec", item_dim=8, user_dim=8)
+  assert "sess_prec@10" in trained["valid"]
+  task = BasketCompletionTask(tasks.tiny_task("basket_completion").dataset, num_recoms=5)
+  again = _run(tmp_path, epochs=1, model="parsrec", task=task, inference_only=True, item_dim=8, user_dim=8,
+               num_recoms=5)
+  assert set(again["valid"]) == set(again["test"]) == {"hr@5", "ndcg@5", "sess_prec@5"}
+  assert again["valid"]["hr@5"] <= trained["valid"]["hr@10"]
+  with pytest.raises(InputError, match=r"model_config.item_dim, model_config.user_dim differ"):
+    _run(tmp_path, epochs=1, model="parsrec", task=task, inference_only=True, item_dim=4, user_dim=4,
+         num_recoms=5)
+
+
+def test_inference_only_without_a_checkpoint_writes_nothing(tmp_path):
+  with pytest.raises(InputError, match="holds no checkpoint"):
+    _run(tmp_path / "empty", inference_only=True)
+  assert not (tmp_path / "empty").exists()
 
 
 # Losses are compared across meshes. Evaluation is compared on one shared state: the Dense biases in

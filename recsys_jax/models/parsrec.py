@@ -368,4 +368,4 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
 registry.linen_model("parsrec", "basket_completion", ParsrecConfig, Parsrec,
                      description="PARSRec: personalised attention over the partial basket + Elman cell (KDD'22)",
                      # SparseAdam on the user table; the item table gets a gradient on every row (output layer).
-                     sparse_params=("user_embedding",))
+                     sparse_params=("user_embedding",), eval_only_fields=("num_recoms", "full_ranking"))

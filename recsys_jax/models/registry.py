@@ -22,6 +22,8 @@ class ModelDef:
   description: str = ""
   # Embedding tables trained with row-lazy Adam (the original's SparseAdam): rows absent from a batch stay put.
   sparse_params: tuple[str, ...] = ()
+  # Config fields that change only evaluation (k, ranking mode): `--inference_only` may change them.
+  eval_only_fields: tuple[str, ...] = ()
 
   def config_from_json(self, values: dict[str, Any]) -> Any:
     """The config a run saved in config.json (JSON lists back to tuples; keys the config lacks are ignored)."""
@@ -50,7 +52,8 @@ def names() -> list[str]:
 
 
 def linen_model(name: str, task: str, config_cls: type, module_fn: Callable[[Any], Any],
-                description: str = "", sparse_params: tuple[str, ...] = ()) -> ModelDef:
+                description: str = "", sparse_params: tuple[str, ...] = (),
+                eval_only_fields: tuple[str, ...] = ()) -> ModelDef:
   """Registers a Flax Linen module built by `module_fn(config)` as pure init/apply functions.
 
   The module is called as `module(batch, train=...)`; it may use the "dropout" RNG and the mutable
@@ -72,4 +75,5 @@ def linen_model(name: str, task: str, config_cls: type, module_fn: Callable[[Any
     return outputs, {k: v for k, v in variables.items() if k != "params"}
 
   return register(ModelDef(name=name, task=task, config_cls=config_cls, init=init, apply=apply,
-                           description=description, sparse_params=sparse_params))
+                           description=description, sparse_params=sparse_params,
+                           eval_only_fields=eval_only_fields))

@@ -265,8 +265,7 @@ def load_basket_dataset(text_path: str, *, history_len: int | None = None, num_n
     rebuild: rebuild even if a fresh cache exists (the `--convert_dataset2binary` flag).
     num_items: the id range (max id + 1); by default the file's max id + 1.
   """
-  if not os.path.isfile(text_path):
-    raise InputError("file not found; expected a PARSRec session file", text_path)
+  files.require_file(text_path, "a PARSRec session file")
   name = os.path.splitext(os.path.basename(text_path))[0]
   config = _cache_config(text_path, history_len, num_negatives, seed, num_items)
   folder = cache_folder(text_path, cache_dir, history_len=history_len, num_negatives=num_negatives, seed=seed,
@@ -294,6 +293,7 @@ def _write_cache(dataset: BasketDataset, folder: str, manifest: dict) -> None:
   parent = os.path.dirname(os.path.abspath(folder))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(folder) + "-")
+  os.chmod(tmp, files.FOLDER_MODE)  # mkdtemp makes it private; the cache is shared like its parent
   try:
     shapes = {}
     for split in SPLITS:

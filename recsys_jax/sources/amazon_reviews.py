@@ -9,7 +9,6 @@ each line's braces and required keys, not the full JSON grammar of the text fiel
 import ast
 import gzip
 import json
-import os
 import re
 import warnings
 import zlib
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys_jax import files
 from recsys_jax.errors import InputError
 
 DEFAULT_CATEGORY = "default"
@@ -53,8 +53,7 @@ def read_amazon_reviews(reviews_path: str, meta_path: str | None = None) -> pd.D
 
 def read_bytes(path: str) -> bytes:
   """The file's bytes, gunzipped when it starts with the gzip magic number."""
-  if not os.path.isfile(path):
-    raise InputError("file not found", path)
+  files.require_file(path)
   with open(path, "rb") as f:
     data = f.read()
   if data[:2] == b"\x1f\x8b":

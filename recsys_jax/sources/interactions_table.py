@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from recsys_jax import files
 from recsys_jax.errors import InputError
 
 DEFAULT_CATEGORY = "default"
@@ -77,8 +78,7 @@ def _fail_at(bad: np.ndarray, values: pd.Series, path: str, column: str, expecte
 
 def _read_columns(path: str, wanted: list[str], sep: str | None) -> pd.DataFrame:
   """The named columns as strings; InputError listing the columns found when one is missing."""
-  if not os.path.isfile(path):
-    raise InputError("file not found", path)
+  files.require_file(path)
   if os.path.getsize(path) == 0:
     raise InputError("file is empty", path)
   sep = sep or detect_separator(path)

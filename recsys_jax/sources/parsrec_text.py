@@ -22,7 +22,9 @@ COLUMNS_DTYPE = {"session_length": "int16", "session_items": "object", "history"
                  "user_id": "int32"}
 MIN_SESSIONS_PER_USER = 3  # train, valid and test each take at least one session of every user
 _MAX_DIGITS = 18  # int64 holds every 18-digit number, so no overflow check is needed below that
-_INT32_MAX = np.iinfo(np.int32).max
+# Ids index embedding tables sized by the largest id: a larger inferred catalogue means sparse raw ids.
+MAX_INFERRED_IDS = 1 << 24
+_REMAP_HINT = "ids index the embedding tables; map raw ids to 0..n-1 first (experiments/convert_baskets.py does)"
 
 
 @dataclasses.dataclass
@@ -97,8 +99,7 @@ def read_parsrec_text(path: str, *, num_items: int | None = None,
     num_items: if given, every item id must be < num_items (ids count SOB=0 and EOB=1).
     min_sessions_per_user: each user needs this many sessions (3: one each for train, valid, test).
   """
-  if not os.path.isfile(path):
-    raise InputError(f"file not found; expected a PARSRec session file with header '{HEADER}'", path)
+  files.require_file(path, f"a PARSRec session file with header '{HEADER}'")
   with open(path, "rb") as f:
     data = f.read()
   if not data.strip():
@@ -140,6 +141,9 @@ def _parse_integers(body: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
     if what == "empty":
       raise InputError(f"empty field in '{line_text[:80]}'; expected comma-separated integers", path,
                        int(line_of[pos]) + 2)
+    if what == "long":
+      raise InputError(f"integer field '{field[:40]}' has more than {_MAX_DIGITS} digits; expected ids below "
+                       f"{MAX_INFERRED_IDS}: {_REMAP_HINT}", path, int(line_of[pos]) + 2)
     raise InputError(f"non-integer field '{field[:40]}'; expected comma-separated integers", path,
                      int(line_of[pos]) + 2)
 
@@ -154,7 +158,7 @@ def _parse_integers(body: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
   ends = np.flatnonzero(~is_sep & next_sep)
   too_long = (ends - starts + 1 - is_minus[starts]) > _MAX_DIGITS
   if too_long.any():
-    fail_at(int(starts[np.argmax(too_long)]), "bad")
+    fail_at(int(starts[np.argmax(too_long)]), "long")
   # Sum digit * 10^(distance to the field end) per field; every field holds at least one digit.
   digit_pos = np.flatnonzero(is_digit)
   field_of_digit = np.cumsum(~is_sep & prev_sep)[digit_pos] - 1
@@ -184,23 +188,25 @@ def _validate(values: np.ndarray, line_counts: np.ndarray, path: str, num_items:
     k = int(np.argmax(wrong))
     raise InputError(f"session_length is {length[k]} but the line has {line_counts[k] - 3} items; expected "
                      "session_length + 3 fields", path, int(line_no[k]))
-  bad_user = (user < 0) | (user > _INT32_MAX)
+  bad_user = (user < 0) | (user >= MAX_INFERRED_IDS)
   if bad_user.any():
     k = int(np.argmax(bad_user))
-    raise InputError(f"user_id {user[k]} is out of range; expected 0 <= user_id < 2^31", path,
-                     int(line_no[k]))
+    raise InputError(f"user_id {user[k]} is out of range; expected 0 <= user_id < {MAX_INFERRED_IDS}: "
+                     f"{_REMAP_HINT}", path, int(line_no[k]))
   is_item = np.ones(values.shape[0], bool)
   for j in range(3):
     is_item[first + j] = False
   items = values[is_item]
   item_line = np.repeat(line_no, length)
-  limit = _INT32_MAX + 1 if num_items is None else num_items
+  limit = MAX_INFERRED_IDS if num_items is None else num_items
   bad_item = (items < 2) | (items >= limit)
   if bad_item.any():
     k = int(np.argmax(bad_item))
     expected = "item ids >= 2 (0 and 1 are reserved for SOB and EOB)"
     if num_items is not None:
-      expected += f" and < num_items={num_items}"
+      expected += f" and < the catalogue size {num_items} (--num_items)"
+    elif items[k] >= limit:
+      expected += f" and < {MAX_INFERRED_IDS} (or a larger --num_items): {_REMAP_HINT}"
     raise InputError(f"item id {items[k]} is out of range; expected {expected}", path, int(item_line[k]))
   table = SessionTable.from_lengths(user, time, length, items)
   _check_duplicate_items(table, item_line, path)

@@ -109,8 +109,7 @@ def _lookup(values: np.ndarray, vocab: dict[str, int]) -> np.ndarray:
 
 
 def _read_table(path: str) -> pd.DataFrame:
-  if not os.path.isfile(path):
-    raise InputError("file not found", path)
+  files.require_file(path)
   if os.path.getsize(path) == 0:
     raise InputError("file is empty", path)
   _check_field_counts(path)

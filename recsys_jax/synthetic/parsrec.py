@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from recsys_jax.errors import InputError
-from recsys_jax.sources.parsrec_text import SessionTable
+from recsys_jax.sources.parsrec_text import MIN_SESSIONS_PER_USER, SessionTable
 
 MAX_CATEGORIES = 20  # the planted matrices are 20x20; fewer categories use their leading block
 _PSD_TOL = 1e-10     # the singular blocks (correlation +-1) give eigenvalues of about -1e-16
@@ -68,6 +68,8 @@ class ParsrecGeneratorConfig:
                  "max_session_len"):
       need(isinstance(getattr(self, name), (int, np.integer)) and getattr(self, name) >= 1,
            f"{name}={getattr(self, name)!r}; expected an integer >= 1")
+    need(self.num_sessions >= MIN_SESSIONS_PER_USER, f"num_sessions={self.num_sessions}; expected >= "
+         f"{MIN_SESSIONS_PER_USER}: every user's last two sessions are the valid and test sessions")
     need(isinstance(self.seed, (int, np.integer)) and self.seed >= 0, f"seed={self.seed!r}; expected an "
          "integer >= 0")
     need(self.num_categories <= MAX_CATEGORIES,

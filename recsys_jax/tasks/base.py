@@ -5,7 +5,9 @@ the mesh's `data` axis), so each jitted function compiles a bounded number of ti
 `weight == 0`.
 """
 import abc
-from typing import Any, Iterator
+import dataclasses
+import hashlib
+from typing import Any, Iterable, Iterator
 
 import jax.numpy as jnp
 import numpy as np
@@ -56,6 +58,22 @@ class Task(abc.ABC):
   def compute_metrics(self, gathered: dict[str, np.ndarray]) -> dict[str, float]:
     """Metrics from the concatenated eval outputs of one split (padding rows already removed)."""
 
+  @abc.abstractmethod
+  def data_identity(self) -> dict[str, Any]:
+    """What the trained parameters and the metrics depend on besides the model and train configs: a digest
+    of the split arrays and the task's own settings. A workdir resumes only with the same identity."""
+
   def describe(self) -> dict[str, Any]:
     """Facts about the data worth writing into results.json."""
     return {}
+
+
+def splits_digest(splits: Iterable[Any]) -> str:
+  """Content digest of dataclasses of numpy arrays (the splits), shapes and dtypes included."""
+  digest = hashlib.blake2b(digest_size=16)
+  for split in splits:
+    for field in dataclasses.fields(split):
+      array = np.ascontiguousarray(getattr(split, field.name))
+      digest.update(f"{field.name}{array.shape}{array.dtype.str}".encode())
+      digest.update(array.data)
+  return digest.hexdigest()

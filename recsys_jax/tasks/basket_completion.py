@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recsys_jax.preprocessing.baskets import BasketDataset, BasketSplit
-from recsys_jax.tasks.base import Batch, Task
+from recsys_jax.tasks.base import Batch, Task, splits_digest
 
 SOB, EOB = 0, 1
 _SPLITS = ("train", "valid", "test")
@@ -195,6 +195,11 @@ class BasketCompletionTask(Task):
 
   def compute_metrics(self, gathered: dict[str, np.ndarray]) -> dict[str, float]:
     return summarize(gathered["hits"], gathered["dcg"], gathered["steps"], self.num_recoms)
+
+  def data_identity(self) -> dict[str, Any]:
+    ds = self.dataset
+    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "num_users": ds.num_users,
+            "num_items": ds.num_items}
 
   def describe(self) -> dict[str, Any]:
     ds = self.dataset

@@ -23,7 +23,7 @@ import numpy as np
 
 from recsys_jax.metrics import ranking
 from recsys_jax.preprocessing.sequential_dataset import SequentialDataset, SequentialSplit
-from recsys_jax.tasks.base import Batch, Task
+from recsys_jax.tasks.base import Batch, Task, splits_digest
 
 _DAY = 86400.0
 # P (packed positions per batch) is rounded up to a multiple of this, so a dataset compiles few shapes.
@@ -155,6 +155,12 @@ class SequentialCTRTask(Task):
     labels = np.zeros_like(scores)
     labels[:, 0] = 1
     return ranking.sequential_ctr_metrics(labels, scores, ks=self.ndcg_ks)
+
+  def data_identity(self):
+    ds = self.dataset
+    return {"splits": splits_digest(ds.split(s) for s in ("train", "valid", "test")),
+            "vocab_sizes": [self.num_users, self.num_items, self.num_categories],
+            "train_negatives": self.train_negatives, "bucket_width": self.bucket_width, "ndcg_ks": list(self.ndcg_ks)}
 
   def describe(self):
     ds = self.dataset

@@ -61,19 +61,23 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
   if config.batch_size % n_dev:
     raise InputError(f"--batch_size {config.batch_size} must be a multiple of the {n_dev} devices")
   eval_batch_size = mesh_lib.round_up_batch(config.eval_batch_size or config.batch_size, mesh)
+  if inference_only and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise InputError("holds no checkpoint to evaluate; train first (without --inference_only)", path=workdir)
   os.makedirs(workdir, exist_ok=True)
 
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   tx = steps.make_optimizer(config.learning_rate, config.clip_global_norm, model.sparse_params)
   state = steps.init_state(model, model_config, tx, init_rng, task.example_batch(config.batch_size), mesh)
   run_config = {"model": model.name, "dataset": dataset_name, "task": task.name,
-                "model_config": dataclasses.asdict(model_config), "train_config": dataclasses.asdict(config)}
+                "model_config": dataclasses.asdict(model_config), "train_config": dataclasses.asdict(config),
+                "data_identity": task.data_identity()}
   meta = {"epoch": 0, "history": [], "best_epoch": 0, "best_value": None, "train_seconds": 0.0,
           "train_examples": 0, "config": run_config}
 
   ckpt = checkpoints.Checkpoints(workdir)
   if ckpt.latest_epoch() is not None:
-    _check_same_run(ckpt.latest_meta()["config"], run_config, workdir)
+    _check_same_run(ckpt.latest_meta()["config"], run_config, workdir,
+                    model.eval_only_fields if inference_only else ())
     state, meta = ckpt.restore_latest(state)
     meta["config"] = run_config
     log(f"resuming from {workdir}: epoch {meta['epoch']} of {config.epochs} already done")
@@ -118,13 +122,16 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
       on_epoch_end(meta["history"])
 
   state, best_meta = ckpt.restore_best(state)
+  # Evaluation-only settings may differ from training's under inference_only: valid is evaluated afresh.
+  valid = (evaluate(task, eval_step, state, "valid", eval_batch_size) if inference_only
+           else meta["history"][best_meta["epoch"] - 1]["valid"])
   start = time.perf_counter()
   test = evaluate(task, eval_step, state, "test", eval_batch_size)
   test_seconds = time.perf_counter() - start
   ckpt.close()
   results = {
       "model": model.name, "dataset": dataset_name, "task": task.name,
-      "valid": meta["history"][best_meta["epoch"] - 1]["valid"], "test": test,
+      "valid": valid, "test": test,
       "best_epoch": best_meta["epoch"], "epochs_run": meta["epoch"],
       "train_seconds": meta["train_seconds"],
       "train_examples_per_second": meta["train_examples"] / max(meta["train_seconds"], 1e-9),
@@ -181,16 +188,31 @@ def evaluate(task: Task, eval_step, state: dict, split: str, batch_size: int) ->
   return task.compute_metrics(gathered)
 
 
-def _check_same_run(saved: dict, current: dict, workdir: str) -> None:
+def _check_same_run(saved: dict, current: dict, workdir: str, free_model_fields: tuple[str, ...]) -> None:
+  """Refuses to continue a run whose model, training or data differ, naming the settings that differ."""
   def strip(c):
     c = json.loads(json.dumps(c))
     for key in _RESUMABLE_CHANGES:
       c["train_config"].pop(key, None)
+    for key in free_model_fields:
+      c["model_config"].pop(key, None)
     return c
 
-  if strip(saved) != strip(current):
-    raise InputError("holds a checkpoint of a different configuration; pass a new --workdir or --overwrite",
-                     path=workdir)
+  saved, current = strip(saved), strip(current)
+  differing = [f"{part}.{key}" if key else part for part in sorted(set(saved) | set(current))
+               for key in _differing_keys(saved.get(part), current.get(part))]
+  if differing:
+    raise InputError(f"holds a checkpoint of a different configuration ({', '.join(differing)} differ); pass a "
+                     "new --workdir or --overwrite", path=workdir)
+
+
+def _differing_keys(was: Any, now: Any) -> list[str]:
+  """The keys whose values differ between two dicts; [""] for other values that differ."""
+  if was == now:
+    return []
+  if not (isinstance(was, dict) and isinstance(now, dict)):
+    return [""]
+  return sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
 
 
 def _fmt(metrics: dict[str, float]) -> str:
