@@ -17,9 +17,14 @@ import pandas as pd
 
 from recsys_jax import files
 from recsys_jax.errors import InputError
+from recsys_jax.sources.interactions_table import parse_times
 from recsys_jax.sources.parsrec_text import MIN_SESSIONS_PER_USER, SessionTable, write_parsrec_text
 
 INSTACART_COLUMNS = ("user_id", "order_id", "order_number", "product_id", "add_to_cart_order")
+# The 2017 release ships orders and their lines apart: orders.csv and order_products__{prior,train}.csv.
+ORDERS_COLUMNS = ("order_id", "user_id", "order_number")
+LINES_COLUMNS = ("order_id", "product_id", "add_to_cart_order")
+RELEASE_LINES = ("order_products__prior.csv", "order_products__train.csv")
 
 
 def convert_instacart_orders(input_path: str, output_path: str, *, min_basket_len: int = 1,
@@ -30,23 +35,27 @@ def convert_instacart_orders(input_path: str, output_path: str, *, min_basket_le
   One session per `order_id`, time = `order_number`, items in `add_to_cart_order`.
 
   Args:
-    input_path: CSV (optionally .gz) with at least the columns of `INSTACART_COLUMNS`.
+    input_path: one of
+      - a CSV (optionally .gz) of joined order lines, with at least the columns of `INSTACART_COLUMNS`;
+      - a release `order_products__*.csv[.gz]` (no user_id, order_number): joined on order_id with the
+        `orders.csv[.gz]` of its folder;
+      - a folder holding the release: orders.csv with every order_products__prior.csv and
+        order_products__train.csv present (each optionally .gz).
     output_path: the `<name>.txt` to write.
     min_basket_len: baskets with fewer distinct items are dropped.
     max_basket_len: baskets with more distinct items are dropped (or cut, see truncate_long); None: no cap.
     truncate_long: cut long baskets to their first max_basket_len items instead of dropping them.
     min_sessions: users with fewer remaining baskets are dropped.
-    drop_last_user: drop the user of the file's last row; a sample cut at a fixed line count may end
-      inside that user's last basket.
+    drop_last_user: drop the user of the last order line read (of the last file); a sample cut at a fixed
+      line count may end inside that user's last basket.
 
   Returns:
-    Counts of what was read, kept and dropped.
+    Counts of what was read, kept and dropped, and the files read (`input_files`).
   """
-  frame = _read_csv(input_path, INSTACART_COLUMNS, ",")
-  ints = {c: _integer_column(frame, c, input_path) for c in INSTACART_COLUMNS}
-  keep = np.ones(len(frame), bool)
+  ints, read = _instacart_lines(input_path)
+  keep = np.ones(len(ints["user_id"]), bool)
   dropped_last = 0
-  if drop_last_user and len(frame):
+  if drop_last_user and len(keep):
     keep = ints["user_id"] != ints["user_id"][-1]
     dropped_last = 1
   table, item_ids, user_ids, stats = sessions_from_columns(
@@ -54,9 +63,63 @@ def convert_instacart_orders(input_path: str, output_path: str, *, min_basket_le
       time=ints["order_number"][keep], order=ints["add_to_cart_order"][keep], min_basket_len=min_basket_len,
       max_basket_len=max_basket_len, truncate_long=truncate_long, min_sessions=min_sessions, time_as="value",
       source=input_path)
-  stats = {"rows_in": len(frame), "users_dropped_last": dropped_last, **stats}
+  stats = {"rows_in": len(keep), "users_dropped_last": dropped_last, **stats, "input_files": read}
   write_converted(output_path, table, item_ids, user_ids)
   return stats
+
+
+def _instacart_lines(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
+  """`INSTACART_COLUMNS` as int64 arrays from any layout `convert_instacart_orders` takes, and the files read."""
+  if os.path.isdir(path):
+    orders = _release_file(path, "orders.csv")
+    lines = [p for p in (_release_file(path, name) for name in RELEASE_LINES) if p is not None]
+    if orders is None or not lines:
+      raise InputError(f"no {'orders.csv' if orders is None else ' or '.join(RELEASE_LINES)} (nor .gz) in "
+                       "the folder; expected the Instacart release: orders.csv and order_products__prior.csv "
+                       "and/or order_products__train.csv", path)
+    return _join_orders(orders, lines), [orders, *lines]
+  header = _read_header(path, INSTACART_COLUMNS, ",")
+  if {"user_id", "order_number"} & set(header):  # joined order lines
+    frame = _read_csv(path, INSTACART_COLUMNS, ",")
+    return {c: _integer_column(frame, c, path) for c in INSTACART_COLUMNS}, [path]
+  orders = _release_file(os.path.dirname(os.path.abspath(path)), "orders.csv")
+  if orders is None:
+    raise InputError(f"no user_id, order_number columns and no orders.csv (nor .gz) beside the file; expected "
+                     f"joined order lines ({', '.join(INSTACART_COLUMNS)}) or an order_products file with the "
+                     f"release's orders.csv in its folder (found {', '.join(map(str, header[:12]))})", path, 1)
+  return _join_orders(orders, [path]), [orders, path]
+
+
+def _release_file(folder: str, name: str) -> str | None:
+  """`name` or `name.gz` in folder, whichever exists first; None if neither."""
+  for candidate in (name, name + ".gz"):
+    path = os.path.join(folder, candidate)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def _join_orders(orders_path: str, lines_paths: list[str]) -> dict[str, np.ndarray]:
+  """Release order lines (all files, in order) with the user_id and order_number of their order_id."""
+  frame = _read_csv(orders_path, ORDERS_COLUMNS, ",")
+  orders = {c: _integer_column(frame, c, orders_path) for c in ORDERS_COLUMNS}
+  index = pd.Index(orders["order_id"])
+  twice = index.duplicated()
+  if twice.any():
+    k = int(np.argmax(twice))
+    raise InputError(f"order_id {index[k]} appears again; expected one row per order", orders_path, k + 2)
+  parts = []
+  for path in lines_paths:
+    frame = _read_csv(path, LINES_COLUMNS, ",")
+    lines = {c: _integer_column(frame, c, path) for c in LINES_COLUMNS}
+    at = index.get_indexer(lines["order_id"])
+    absent = at < 0
+    if absent.any():
+      k = int(np.argmax(absent))
+      raise InputError(f"order_id {lines['order_id'][k]} is not in {orders_path}; expected every order of the "
+                       "order lines there", path, k + 2)
+    parts.append({**lines, "user_id": orders["user_id"][at], "order_number": orders["order_number"][at]})
+  return {c: np.concatenate([p[c] for p in parts]) for c in INSTACART_COLUMNS}
 
 
 def convert_basket_table(input_path: str, output_path: str, *, user_col: str, basket_col: str, item_col: str,
@@ -66,12 +129,14 @@ def convert_basket_table(input_path: str, output_path: str, *, user_col: str, ba
   """Converts a generic (user, basket, item) table to the PARSRec text format.
 
   A basket is a (user, basket_col) pair; basket_col may itself be a time stamp. Baskets are ordered per
-  user by the smallest `time_col` value of their rows (file order without time_col); items by `order_col`
-  (file order without it). Users and items may be any values (strings included).
+  user by the smallest `time_col` value of their rows: numbers, or date/time strings (taken as unix seconds,
+  naive ones as UTC; the first row decides which). Without time_col they keep the file order of their first
+  rows, whatever basket_col holds: to order baskets by a date basket_col, give it as time_col too. Items
+  follow `order_col` (file order without it). Users and items may be any values (strings included).
 
   Args:
     time_as: "rank" writes time = 0..n-1 per user in basket order; "value" writes the basket's integer
-      time_col value (it must then be unique per user).
+      time_col value, unix seconds for dates (it must then be unique per user).
     Others: as `convert_instacart_orders`.
   """
   if time_as not in ("rank", "value"):
@@ -82,7 +147,7 @@ def convert_basket_table(input_path: str, output_path: str, *, user_col: str, ba
   frame = _read_csv(input_path, tuple(dict.fromkeys(columns)), sep)
   for col in (user_col, basket_col, item_col):
     _check_present(frame, col, input_path)
-  time = None if time_col is None else _numeric_column(frame, time_col, input_path)
+  time = None if time_col is None else _time_column(frame, time_col, input_path)
   order = None if order_col is None else _numeric_column(frame, order_col, input_path)
   table, item_ids, user_ids, stats = sessions_from_columns(
       frame[user_col].to_numpy(), frame[basket_col].to_numpy(), frame[item_col].to_numpy(), time=time,
@@ -191,14 +256,18 @@ def write_converted(output_path: str, table: SessionTable, item_ids: np.ndarray,
     files.write_text(stem + suffix, frame.to_csv(index=False))
 
 
-def _read_csv(path: str, columns: tuple[str, ...], sep: str) -> pd.DataFrame:
-  if not os.path.isfile(path):
-    raise InputError(f"file not found; expected a table with columns {', '.join(columns)}", path)
+def _read_header(path: str, columns: tuple[str, ...], sep: str) -> pd.Index:
+  """The header's column names; `columns` (the ones wanted) only word the errors."""
+  files.require_file(path, f"a table with columns {', '.join(columns)}")
   try:
-    header = pd.read_csv(path, sep=sep, nrows=0).columns
+    return pd.read_csv(path, sep=sep, nrows=0).columns
   except (pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as e:
     raise InputError(f"cannot read a header ({type(e).__name__}); expected columns {', '.join(columns)}",
                      path, 1) from None
+
+
+def _read_csv(path: str, columns: tuple[str, ...], sep: str) -> pd.DataFrame:
+  header = _read_header(path, columns, sep)
   missing = [c for c in columns if c not in header]
   if missing:
     raise InputError(f"missing column(s) {', '.join(missing)}; expected {', '.join(columns)} in the header "
@@ -224,6 +293,13 @@ def _numeric_column(frame: pd.DataFrame, col: str, path: str) -> np.ndarray:
     k = int(np.argmax(bad))
     raise InputError(f"{col} is {frame[col].iloc[k]!r}; expected a number", path, k + 2)
   return values
+
+
+def _time_column(frame: pd.DataFrame, col: str, path: str) -> np.ndarray:
+  """Numbers as they are, else date/time strings as unix seconds; the first row decides, as in `parse_times`."""
+  if pd.to_numeric(frame[col].iloc[:1], errors="coerce").notna().all():
+    return _numeric_column(frame, col, path)
+  return parse_times(frame[col], path, col)
 
 
 def _integer_column(frame: pd.DataFrame, col: str, path: str) -> np.ndarray:
