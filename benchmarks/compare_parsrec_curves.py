@@ -2,9 +2,9 @@
 
   python benchmarks/compare_parsrec_curves.py --runs=/tmp/q50,/tmp/q50_s1,/tmp/q50_s2
 
-Reads each run's `metrics.jsonl` and `results.json` and the original's per-epoch figures (`--original`, measured on the same data,
-see BENCHMARKS.md); writes the per-epoch mean, min and max over the runs, and the epochs where they fall below
-the original, to `--output` (JSON), and the curves to the same path with `.png`.
+Reads each run's `metrics.jsonl` and `results.json` and the original's per-epoch figures (`--original`,
+measured on the same data, see BENCHMARKS.md); writes the per-epoch mean, min and max over the runs, and the
+epochs where they fall below the original, to `--output` (JSON), and the curves to the same path with `.png`.
 """
 import os
 import sys

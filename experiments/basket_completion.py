@@ -159,7 +159,7 @@ def epoch_callback(task, workdir, f):
 
 def after_training(task, workdir, results, f):
   history = read_history(os.path.join(workdir, "metrics.jsonl"))
-  if history:
+  if history and not f.inference_only:  # an evaluation may use another k than the training history
     plot_perf_loss(history, os.path.join(workdir, "perf_loss.png"), task.num_recoms)
   if results["model"] != "parsrec":
     return

@@ -240,15 +240,15 @@ def test_cli_parsrec_dim_sets_both_embedding_sizes(tmp_path):
   assert results["num_params"] == 8 * d + 22 * d + 2 * (z * d + d) + attention  # U, E (2 + 4 x 5 ids), cell
 
 
-def test_cli_synthetic_with_fewer_categories_keeps_the_planted_pairs_that_exist(tmp_path):
+def test_cli_synthetic_with_fewer_categories_then_inference_at_another_k(tmp_path):
   # cwd=tmp_path: the synthetic file goes to tmp_path/data/parsrec.
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "experiments", "run.py"), "--model=parsrec", "--parsrec_users=16",
-       "--parsrec_sessions=4", "--parsrec_categories=12", "--parsrec_items_per_category=3",
-       "--parsrec_max_session_len=6", f"--workdir={tmp_path / 'wd'}", f"--compilation_cache={tmp_path / 'jax'}",
-       "--parsrec_dim=8", "--epochs=1", "--batch_size=8", "--num_negatives=5"],
-      capture_output=True, text=True, cwd=tmp_path, timeout=300)
+  command = [sys.executable, os.path.join(REPO, "experiments", "run.py"), "--model=parsrec", "--parsrec_users=16",
+             "--parsrec_sessions=4", "--parsrec_categories=12", "--parsrec_items_per_category=3",
+             "--parsrec_max_session_len=6", f"--workdir={tmp_path / 'wd'}", f"--compilation_cache={tmp_path / 'jax'}",
+             "--parsrec_dim=8", "--epochs=1", "--batch_size=8", "--num_negatives=5"]
+  proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
+  # Only the planted pairs that exist: before, pairs 18-19 and 14-16 failed after training.
   lift = json.loads((tmp_path / "wd" / "attention_lift.json").read_text())
   assert list(lift["pairs (group A, group B)"]) == ["8-10"]
   assert sorted(map(int, lift["key categories (group A, group B)"])) == [8, 9, 10]  # JSON keys sorted as text
@@ -256,3 +256,9 @@ def test_cli_synthetic_with_fewer_categories_keeps_the_planted_pairs_that_exist(
   results = json.loads((tmp_path / "wd" / "results.json").read_text())
   assert results["data"]["num_items"] == 2 + 12 * 3  # the generator's catalogue, used or not
   assert results["data"]["max_session_len"] <= 6
+  # Another k on the trained model (its perf_loss.png keeps the training's k).
+  proc = subprocess.run(command + ["--inference_only", "--num_recoms=5"], capture_output=True, text=True,
+                        cwd=tmp_path, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  results = json.loads((tmp_path / "wd" / "results.json").read_text())
+  assert set(results["valid"]) == set(results["test"]) == {"hr@5", "ndcg@5", "sess_prec@5"}

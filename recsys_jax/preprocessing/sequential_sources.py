@@ -1,9 +1,9 @@
 """One entry point for the command line: any sequential source -> a cached SequentialDataset.
 
 The preprocessed dataset is cached as `.npz` under `cache_dir`, named by a hash of the source kind, the
-source files' fingerprints (path, size, modification and change times), the column mapping (interactions only), the preprocessing
-config (max_len only for recommenders files), the synthetic options (synthetic only) and a format version,
-so a changed file or setting makes a new cache and an unchanged one is reused.
+source files' fingerprints (path, size, modification and change times), the column mapping (interactions
+only), the preprocessing config (max_len only for recommenders files), the synthetic options (synthetic only)
+and a format version, so a changed file or setting makes a new cache and an unchanged one is reused.
 """
 import dataclasses
 import os
