@@ -292,6 +292,18 @@ def test_stale_cache_is_rebuilt(tmp_path):
   assert oct(os.stat(edited.stats["cache_folder"]).st_mode & 0o777) == oct(files.FOLDER_MODE)
 
 
+def test_folders_of_a_killed_conversion_are_removed_once_old(tmp_path):
+  path = _write(tmp_path, HAND_MADE, "hand.txt")
+  cache = tmp_path / "cache"
+  folder = os.path.basename(_load(path, cache).stats["cache_folder"])
+  old, young = cache / f".tmp-{folder}-killed", cache / f".old-{folder}-running"
+  old.mkdir()
+  young.mkdir()
+  os.utime(old, (1, 1))
+  _load(path, cache, rebuild=True)
+  assert not old.exists() and young.exists()
+
+
 def test_no_partial_cache_after_an_error(tmp_path, monkeypatch):
   cache = tmp_path / "cache"
   bad = _write(tmp_path, HAND_MADE + "9,0,1,1\n", "bad.txt")

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
@@ -292,6 +293,7 @@ def _write_cache(dataset: BasketDataset, folder: str, manifest: dict) -> None:
   """Writes into a temporary sibling folder and renames it into place: never a partial cache."""
   parent = os.path.dirname(os.path.abspath(folder))
   os.makedirs(parent, exist_ok=True)
+  _remove_abandoned(parent, os.path.basename(folder))
   tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(folder) + "-")
   os.chmod(tmp, files.FOLDER_MODE)  # mkdtemp makes it private; the cache is shared like its parent
   try:
@@ -319,6 +321,15 @@ def _write_cache(dataset: BasketDataset, folder: str, manifest: dict) -> None:
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_abandoned(parent: str, name: str, min_age_seconds: float = 3600.0) -> None:
+  """Deletes temporary folders of `name` left by a killed conversion; a younger one may be another run's."""
+  now = time.time()
+  for entry in os.listdir(parent):
+    path = os.path.join(parent, entry)
+    if entry.startswith((f".tmp-{name}-", f".old-{name}-")) and now - os.path.getmtime(path) > min_age_seconds:
+      shutil.rmtree(path, ignore_errors=True)
 
 
 def _load_cache(folder: str, config: dict, fingerprint: dict) -> BasketDataset | None:
