@@ -142,8 +142,9 @@ def _parse_integers(body: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
       raise InputError(f"empty field in '{line_text[:80]}'; expected comma-separated integers", path,
                        int(line_of[pos]) + 2)
     if what == "long":
-      raise InputError(f"integer field '{field[:40]}' has more than {_MAX_DIGITS} digits; expected ids below "
-                       f"{MAX_INFERRED_IDS}: {_REMAP_HINT}", path, int(line_of[pos]) + 2)
+      raise InputError(f"integer field '{field[:40]}' has more than {_MAX_DIGITS} digits; expected at most "
+                       f"{_MAX_DIGITS} (and ids below {MAX_INFERRED_IDS}: {_REMAP_HINT})", path,
+                       int(line_of[pos]) + 2)
     raise InputError(f"non-integer field '{field[:40]}'; expected comma-separated integers", path,
                      int(line_of[pos]) + 2)
 

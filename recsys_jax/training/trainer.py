@@ -4,7 +4,8 @@ Per epoch: train on the task's batches (data order and negatives from `default_r
 `fold_in(rng, step)`), evaluate on valid, checkpoint (latest + best by the task's selection metric), log one
 line to `metrics.jsonl`. Stops early after `early_stop_patience` epochs without improvement. Finally restores
 the best checkpoint, evaluates on test and writes `results.json`. A killed run restarted with the same workdir
-resumes from the last finished epoch and ends with the same metrics as an uninterrupted one.
+resumes from the last finished epoch and ends with the same metrics as an uninterrupted one; a workdir refuses
+another model, training config or data (the task's `data_identity`).
 """
 import dataclasses
 import json
