@@ -15,6 +15,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments import cli  # noqa: E402
 from recsys_jax import files  # noqa: E402
+from recsys_jax.errors import InputError  # noqa: E402
 from recsys_jax.inference import SequentialRecommender  # noqa: E402
 from recsys_jax.sources.interactions_table import read_interactions_table  # noqa: E402
 
@@ -22,7 +23,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Workdir of a finished run of experiments/run.py.", required=True)
 flags.DEFINE_string("input", None, "Histories table (CSV or TSV).", required=True)
 flags.DEFINE_string("output", None, "Where to write the recommendations CSV.", required=True)
-flags.DEFINE_integer("k", 10, "Recommendations per user.")
+flags.DEFINE_integer("k", 10, "Recommendations per user.", lower_bound=1)
 flags.DEFINE_string("user_col", "user_id", "User column of --input.")
 flags.DEFINE_string("item_col", "item_id", "Item column of --input.")
 flags.DEFINE_string("time_col", "time", "Timestamp column of --input.")
@@ -31,6 +32,8 @@ flags.DEFINE_bool("exclude_seen", True, "Do not recommend items already in the h
 
 def main(argv):
   cli.reject_positional(argv)
+  if os.path.isdir(FLAGS.output):
+    raise InputError("is a folder; expected the path of the CSV file to write (--output)", FLAGS.output)
   rec = SequentialRecommender.from_workdir(FLAGS.workdir)
   table = read_interactions_table(FLAGS.input, user=FLAGS.user_col, item=FLAGS.item_col, time=FLAGS.time_col)
   table = table.sort_values(["user", "time"], kind="stable")

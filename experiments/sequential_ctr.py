@@ -21,10 +21,12 @@ flags.DEFINE_string("meta_item_col", "item_id", "interactions: item column of --
 flags.DEFINE_string("meta_category_col", "i_category", "interactions: category column of --meta_path.")
 flags.DEFINE_float("sample_rate", None, "Popularity-weighted item sampling rate (0.01 in recommenders' quick "
                    "start); default: keep all items.")
-flags.DEFINE_integer("max_len", 50, "History length kept (the last max_len interactions).")
-flags.DEFINE_integer("valid_negatives", 4, "Fixed sampled negatives per validation positive.")
-flags.DEFINE_integer("test_negatives", 9, "Fixed sampled negatives per test positive (9, or 49).")
-flags.DEFINE_integer("train_negatives", 4, "In-batch negatives per training positive.")
+flags.DEFINE_integer("max_len", 50, "History length kept (the last max_len interactions; at most 10,000).",
+                     lower_bound=1, upper_bound=10_000)
+# At least one negative each: AUC needs a negative, training with none has no contrast.
+flags.DEFINE_integer("valid_negatives", 4, "Fixed sampled negatives per validation positive.", lower_bound=1)
+flags.DEFINE_integer("test_negatives", 9, "Fixed sampled negatives per test positive (9, or 49).", lower_bound=1)
+flags.DEFINE_integer("train_negatives", 4, "In-batch negatives per training positive.", lower_bound=1)
 flags.DEFINE_integer("synthetic_users", 2000, "synthetic: number of users generated.")
 flags.DEFINE_bool("original_quirks", False, "Reproduce recommenders' defects: attention over padded history "
                   "positions (A2SVD, SLi-Rec long-term) and SLi-Rec's fusion gate reading the time of the "
@@ -50,6 +52,8 @@ def build_task(model, f):
 
 def before_training(task, workdir, f):
   """Saves what inference needs beside the checkpoints: vocabularies and the item -> category map."""
+  if f.inference_only:  # a trained workdir has them; an empty one is refused by the trainer
+    return
   ds = task.dataset
   files.save_npz(os.path.join(workdir, "vocab.npz"), {
       "item_vocab": ds.item_vocab.astype(str), "cate_vocab": ds.cate_vocab.astype(str),

@@ -74,6 +74,28 @@ def test_empty_split(tmp_path):
   assert not list(tmp_path.glob("*.npz"))  # no cache written
 
 
+@pytest.mark.parametrize("flag", ["--train_negatives=-1", "--train_negatives=0", "--valid_negatives=0",
+                                  "--test_negatives=0", "--max_len=1000000000"])
+def test_nonsensical_numbers_are_refused_before_anything_is_written(tmp_path, flag):
+  assert flag.split("=")[0][2:] in one_error_line(run("run.py", flag, f"--workdir={tmp_path / 'wd'}"))
+  assert not (tmp_path / "wd").exists()
+
+
+def test_inference_only_on_an_empty_workdir_writes_nothing(tmp_path):
+  line = one_error_line(run("run.py", "--inference_only", f"--workdir={tmp_path / 'wd'}",
+                            f"--cache_dir={tmp_path / 'cache'}", *TINY))
+  assert "holds no checkpoint" in line and not (tmp_path / "wd").exists()
+
+
+def test_recommend_refuses_bad_k_and_a_folder_as_output(trained, tmp_path):
+  _, workdir, _ = trained
+  history = tmp_path / "h.csv"
+  history.write_text("user_id,item_id,time\nu,i1,1\n")
+  args = [f"--workdir={workdir}", f"--input={history}"]
+  assert "--k" in one_error_line(run("recommend.py", *args, f"--output={tmp_path / 'r.csv'}", "--k=0"))
+  assert "is a folder" in one_error_line(run("recommend.py", *args, f"--output={tmp_path}"))
+
+
 def test_unknown_flag_model_and_dataset(tmp_path):
   assert "bogus" in one_error_line(run("run.py", "--bogus=1"))
   line = one_error_line(run("run.py", "--model=nope"))

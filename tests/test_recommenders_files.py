@@ -99,6 +99,13 @@ def test_vocab_with_overwritten_index_zero(tmp_path):
   assert ds.cate_vocab.tolist() == ["<unused:0>", "x", "y"]
 
 
+def test_vocab_index_beyond_its_size_is_an_error(tmp_path):
+  vocabs = dict(VOCABS, **{"category_vocab.pkl": {"x": 1, "y": 99999}})
+  with pytest.raises(InputError, match="index 99999 of id 'y' is out of range; expected indices below 3") as e:
+    read_recommenders_files(make_folder(tmp_path / "r", vocabs=vocabs), max_len=5)
+  assert e.value.path.endswith("category_vocab.pkl")
+
+
 def test_train_negative_is_an_error(tmp_path):
   train = TRAIN[:2] + ["0" + TRAIN[2][1:]]
   with pytest.raises(InputError, match="train lines must be positives") as e:
@@ -123,6 +130,8 @@ def test_block_user_mismatch(tmp_path):
 @pytest.mark.parametrize("bad,message", [("1\tA\ta3\ty\t20\ta2", "8 tab-separated"),
                                          ("1\tA\ta3\ty\t20\ta2\tx\t10\tmore", "8 tab-separated"),
                                          ("1\tA\ta3\ty\tnoon\ta2\tx\t10", "unparsable timestamp"),
+                                         ("1\tA\ta3\ty\tnan\ta2\tx\t10", "unparsable timestamp"),
+                                         ("1\tA\ta3\ty\t1e23\ta2\tx\t10", "unparsable timestamp"),
                                          ("1\tA\ta3\ty\t20\ta2,a1\tx\t10", "differ in length"),
                                          ("1\tA\ta3\ty\t20\ta2\tx\tdawn", "unparsable history timestamp"),
                                          ("2\tA\ta3\ty\t20\ta2\tx\t10", "label must be 0 or 1")])

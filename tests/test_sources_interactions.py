@@ -61,7 +61,8 @@ def test_wrong_meta_column():
 
 @pytest.mark.parametrize("times,row_line", [(["1", "2", "soon"], 4), (["1", "2.5", "3"], 3),
                                             (["2014-01-01", "2014-01-02", "not a date"], 4),
-                                            (["2014-01-01", "", "2014-01-03"], 3)])
+                                            (["2014-01-01", "", "2014-01-03"], 3),
+                                            (["1", "2", "99999999999999999999999"], 4), (["1", "nan", "3"], 3)])
 def test_unparsable_timestamp_reports_row(tmp_path, times, row_line):
   text = "user_id,item_id,time\n" + "".join(f"u,i,{t}\n" for t in times)
   with pytest.raises(InputError, match="unparsable time") as e:

@@ -60,7 +60,9 @@ def parse_times(values: pd.Series, path: str, column: str) -> np.ndarray:
   numeric = pd.to_numeric(values, errors="coerce")
   if pd.notna(numeric.iloc[0]):  # the first row decides between seconds and dates
     seconds = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
-    _fail_at(~(np.mod(seconds, 1) == 0), values, path, column, "integer unix seconds")  # NaN fails too
+    # NaN and values beyond float64's exact integers (which int64 would wrap) fail too.
+    _fail_at(~((np.mod(seconds, 1) == 0) & (np.abs(seconds) < 2.0**53)), values, path, column,
+             "integer unix seconds")
     return seconds.astype(np.int64)
   stamps = pd.to_datetime(values, errors="coerce", utc=True)
   retry = stamps.isna().to_numpy() & values.notna().to_numpy()

@@ -91,6 +91,11 @@ def _load_vocab(path: str) -> dict[str, int]:
     raise InputError("not a pickled dict of str id -> non-negative int index", path)
   if not vocab:
     raise InputError("the vocabulary is empty", path)
+  # Indices size the embedding tables: recommenders writes them dense (index 0 may be overwritten).
+  top_id, top = max(vocab.items(), key=lambda kv: kv[1])
+  if top > len(vocab):
+    raise InputError(f"index {top} of id {top_id!r} is out of range; expected indices below {len(vocab) + 1} "
+                     f"for {len(vocab)} ids (dense, as recommenders writes them)", path)
   return vocab
 
 
@@ -185,14 +190,14 @@ def _to_int(values: np.ndarray, path: str, what: str, lines: np.ndarray | None =
     return np.fromiter(map(int, values), dtype=np.int64, count=len(values))  # C-level map, the usual case
   except ValueError:
     pass
-  try:
-    out = np.asarray(values, dtype=str).astype(np.float64)
-  except ValueError:
-    numeric = pd.to_numeric(pd.Series(values), errors="coerce").isna().to_numpy()
-    row = int(np.argmax(numeric))
+  numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
+  # NaN, inf and values beyond float64's exact integers (which int64 would wrap) are unparsable too.
+  bad = ~(np.abs(numbers) < 2.0**53)
+  if bad.any():
+    row = int(np.argmax(bad))
     line = int(lines[row]) if lines is not None else row + 1
-    raise InputError(f"unparsable {what} {values[row]!r}", path, line) from None
-  return out.astype(np.int64)
+    raise InputError(f"unparsable {what} {values[row]!r}", path, line)
+  return numbers.astype(np.int64)
 
 
 def _histories(heads: pd.DataFrame, lines: np.ndarray, max_len: int, vocabs: dict[str, dict[str, int]],
