@@ -75,6 +75,9 @@ def parse_times(values: pd.Series, path: str, column: str) -> np.ndarray:
 def _fail_at(bad: np.ndarray, values: pd.Series, path: str, column: str, expected: str) -> None:
   if bad.any():
     row = int(np.argmax(bad))
+    if pd.isna(values.iloc[row]):  # an empty field, or a row with fewer fields than the header
+      raise InputError(f"missing {column} value (an empty field or a short row): expected {expected}", path,
+                       row + 2)
     raise InputError(f"unparsable {column} {values.iloc[row]!r}: expected {expected}", path, row + 2)
 
 

@@ -198,8 +198,9 @@ class BasketCompletionTask(Task):
 
   def data_identity(self) -> dict[str, Any]:
     ds = self.dataset
-    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "num_users": ds.num_users,
-            "num_items": ds.num_items}
+    # The negatives count is named beside the digest, so a refused resume names it.
+    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "num_negatives": ds.valid.num_negatives,
+            "num_users": ds.num_users, "num_items": ds.num_items}
 
   def describe(self) -> dict[str, Any]:
     ds = self.dataset

@@ -158,7 +158,9 @@ class SequentialCTRTask(Task):
 
   def data_identity(self):
     ds = self.dataset
-    return {"splits": splits_digest(ds.split(s) for s in ("train", "valid", "test")),
+    # The settings that shape the splits are named beside the digest, so a refused resume names them.
+    return {"splits": splits_digest(ds.split(s) for s in ("train", "valid", "test")), "max_len": ds.max_len,
+            "valid_negatives": ds.valid.num_negatives, "test_negatives": ds.test.num_negatives,
             "vocab_sizes": [self.num_users, self.num_items, self.num_categories],
             "train_negatives": self.train_negatives, "bucket_width": self.bucket_width, "ndcg_ks": list(self.ndcg_ks)}
 
