@@ -6,6 +6,7 @@ Reads each run's `metrics.jsonl` and `results.json` and the original's per-epoch
 measured on the same data, see BENCHMARKS.md); writes the per-epoch mean, min and max over the runs, and the
 epochs where they fall below the original, to `--output` (JSON), and the curves to the same path with `.png`.
 """
+import json
 import os
 import sys
 
@@ -86,7 +87,6 @@ def plot(ours: list[dict[str, np.ndarray]], original: dict[str, np.ndarray], lab
 
 def main(argv):
   cli.reject_positional(argv)
-  import json
   with open(FLAGS.original, encoding="utf-8") as f:
     by_epoch = json.load(f)["epochs"]
   epochs = len(by_epoch)

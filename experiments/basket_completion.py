@@ -99,16 +99,13 @@ def ensure_instacart(source: str, min_len: int, max_len: int, rebuild: bool) -> 
   `source`: joined order lines, an `order_products__*.csv` with the release's `orders.csv` beside it, or the
   release folder.
   """
-  from recsys_jax.sources.basket_tables import convert_instacart_orders
+  from recsys_jax.sources.basket_tables import convert_instacart_orders, instacart_release_files
   if not os.path.exists(source):
     raise InputError("not found; expected Instacart order lines, an order_products file or the release "
                      "folder (pass --data_path)", source)
-  # Every file the conversion may read: the folder's files, or the file and an orders file beside it.
-  folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
-  candidates = sorted(os.listdir(folder)) if os.path.isdir(source) else ["orders.csv", "orders.csv.gz"]
-  read = [os.path.join(folder, name) for name in candidates] + ([] if os.path.isdir(source) else [source])
+  orders, lines = instacart_release_files(source)  # every file the conversion may read
   key = files.config_key({"source": os.path.abspath(source), "min": min_len, "max": max_len,
-                          "fingerprints": [files.file_fingerprint(p) for p in read if os.path.isfile(p)]})
+                          "fingerprints": [files.file_fingerprint(p) for p in [*lines, orders] if p is not None]})
   path = os.path.join(SYNTHETIC_DIR, f"instacart-{key}.txt")
   if rebuild or not os.path.isfile(path):
     # A joined order-lines sample (as ../shared's) may be cut inside its last user; the release is whole.

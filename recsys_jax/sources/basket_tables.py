@@ -71,8 +71,7 @@ def convert_instacart_orders(input_path: str, output_path: str, *, min_basket_le
 def _instacart_lines(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
   """`INSTACART_COLUMNS` as int64 arrays from any layout `convert_instacart_orders` takes, and the files read."""
   if os.path.isdir(path):
-    orders = _release_file(path, "orders.csv")
-    lines = [p for p in (_release_file(path, name) for name in RELEASE_LINES) if p is not None]
+    orders, lines = instacart_release_files(path)
     if orders is None or not lines:
       raise InputError(f"no {'orders.csv' if orders is None else ' or '.join(RELEASE_LINES)} (nor .gz) in "
                        "the folder; expected the Instacart release: orders.csv and order_products__prior.csv "
@@ -82,12 +81,21 @@ def _instacart_lines(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
   if {"user_id", "order_number"} & set(header):  # joined order lines
     frame = _read_csv(path, INSTACART_COLUMNS, ",")
     return {c: _integer_column(frame, c, path) for c in INSTACART_COLUMNS}, [path]
-  orders = _release_file(os.path.dirname(os.path.abspath(path)), "orders.csv")
+  orders, lines = instacart_release_files(path)
   if orders is None:
     raise InputError(f"no user_id, order_number columns and no orders.csv (nor .gz) beside the file; expected "
                      f"joined order lines ({', '.join(INSTACART_COLUMNS)}) or an order_products file with the "
                      f"release's orders.csv in its folder (found {', '.join(map(str, header[:12]))})", path, 1)
-  return _join_orders(orders, [path]), [orders, path]
+  return _join_orders(orders, lines), [orders, *lines]
+
+
+def instacart_release_files(path: str) -> tuple[str | None, list[str]]:
+  """(the orders file or None, the order-lines files) of a release folder, or of one order-lines file with
+  the orders file beside it; each may be .gz."""
+  if os.path.isdir(path):
+    lines = [p for p in (_release_file(path, name) for name in RELEASE_LINES) if p is not None]
+    return _release_file(path, "orders.csv"), lines
+  return _release_file(os.path.dirname(os.path.abspath(path)), "orders.csv"), [path]
 
 
 def _release_file(folder: str, name: str) -> str | None:
