@@ -80,12 +80,19 @@ def guarded(main):
   return wrapped
 
 
+def _train_rate(results: dict) -> str:
+  steady = results.get("steady_train_examples_per_second")
+  if steady is None:
+    return f"{results['train_examples_per_second']:,.0f} train examples/s (compilation included)"
+  return f"{steady:,.0f} train examples/s after compilation"
+
+
 def results_table(results: dict) -> str:
   """A plain-text table of the best epoch's valid metrics and the test metrics."""
   names = list(results["test"])
   width = max(len(n) for n in names + ["metric"])
   lines = [f"{results['model']} on {results['dataset']}: best epoch {results['best_epoch']} of "
-           f"{results['epochs_run']}, {results['train_examples_per_second']:,.0f} train examples/s",
+           f"{results['epochs_run']}, {_train_rate(results)}",
            f"{'metric':<{width}}  {'valid':>8}  {'test':>8}"]
   for name in names:
     valid = results["valid"].get(name)

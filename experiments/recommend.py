@@ -47,6 +47,10 @@ def main(argv):
   with files.atomic_path(FLAGS.output) as tmp:
     out.to_csv(tmp, index=False)
   print(f"wrote {len(out)} recommendations for {len(users)} users to {FLAGS.output}")
+  known = pd.Series(rec.knows(table["item"].tolist()), index=table.index).groupby(table["user"], sort=False).any()
+  if not known.all():
+    print(f"note: {int((~known).sum())} of {len(users)} histories (user {known.index[~known.to_numpy()][0]!r} "
+          "first) hold no item the model knows; their recommendations do not depend on their items")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def test_end_to_end_run_writes_results(trained):
   assert results["model"] == "slirec" and results["epochs_run"] == 2
   assert 0 <= results["test"]["auc"] <= 1 and "ndcg@6" in results["test"]
   assert "group_auc" in proc.stdout and "test" in proc.stdout  # the printed table
+  assert "train examples/s after compilation" in proc.stdout
+  assert "| valid auc" in proc.stderr + proc.stdout  # the per-epoch line
   assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 3
 
 
@@ -44,13 +46,14 @@ def test_recommend_from_the_workdir(trained, tmp_path):
   tmp, workdir, _ = trained
   histories = tmp_path / "histories.csv"
   histories.write_text("user_id,item_id,time\nu1,i00_001,1431000000\nu1,i00_002,1431003600\n"
-                       "u2,i01_003,1431000000\n")
+                       "u2,i01_003,1431000000\nu3,not_an_item,1431000000\n")
   out = tmp_path / "recs.csv"
   proc = run("recommend.py", f"--workdir={workdir}", f"--input={histories}", f"--output={out}", "--k=5")
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = out.read_text().splitlines()
-  assert rows[0] == "user,rank,item,score" and len(rows) == 1 + 2 * 5
+  assert rows[0] == "user,rank,item,score" and len(rows) == 1 + 3 * 5
   assert "i00_001" not in {r.split(",")[2] for r in rows[1:3]}  # seen items are excluded
+  assert "note: 1 of 3 histories (user 'u3' first) hold no item the model knows" in proc.stdout
 
 
 def test_missing_file(tmp_path):

@@ -36,6 +36,10 @@ def test_outputs_follow_the_schema(tmp_path):
   assert set(saved["test"]) >= {"auc", "logloss", "group_auc", "mean_mrr", "ndcg@2", "hr@2"}
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [(l["epoch"], l["split"]) for l in lines] == [(1, "valid"), (2, "valid"), (saved["best_epoch"], "test")]
+  # The train rate after compilation is the second epoch's alone: the first compiled the train step.
+  assert [l["includes_compilation"] for l in lines[:2]] == [True, False]
+  assert saved["steady_train_examples_per_second"] == pytest.approx(
+      lines[1]["epoch_train_examples"] / lines[1]["epoch_train_seconds"])
 
 
 def test_resume_after_crash_gives_the_same_results(tmp_path):
@@ -52,8 +56,9 @@ def test_resume_after_crash_gives_the_same_results(tmp_path):
   assert resumed["epochs_run"] == 3
   assert resumed["test"] == pytest.approx(uninterrupted["test"], abs=1e-6)
   assert resumed["valid"] == pytest.approx(uninterrupted["valid"], abs=1e-6)
-  lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+  lines = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
   assert len(lines) == 4  # 3 valid epochs + the final test line, no duplicates from the crashed run
+  assert [l["includes_compilation"] for l in lines[:3]] == [True, False, True]  # the resumed process compiles
 
 
 def test_resume_refuses_a_different_configuration(tmp_path):
@@ -66,6 +71,16 @@ def test_resume_refuses_different_data(tmp_path):
   _run(tmp_path, epochs=1)
   with pytest.raises(InputError, match=r"\(data_identity.splits, "):
     _run(tmp_path, epochs=2, task=tasks.tiny_task("sequential_ctr", seed=1))
+
+
+def test_resume_names_a_changed_history_window_and_source(tmp_path):
+  import dataclasses
+  from recsys_jax.tasks.basket_completion import BasketCompletionTask
+  _run(tmp_path, epochs=1, model="parsrec", item_dim=8, user_dim=8)
+  ds = tasks.tiny_task("basket_completion").dataset
+  changed = dataclasses.replace(ds, name="other", stats={**ds.stats, "history_len": 3})
+  with pytest.raises(InputError, match=r"\(data_identity.history_len, data_identity.source differ\)"):
+    _run(tmp_path, epochs=2, model="parsrec", task=BasketCompletionTask(changed), item_dim=8, user_dim=8)
 
 
 def test_inference_only_may_change_evaluation_settings_only(tmp_path):

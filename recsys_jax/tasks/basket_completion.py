@@ -198,8 +198,9 @@ class BasketCompletionTask(Task):
 
   def data_identity(self) -> dict[str, Any]:
     ds = self.dataset
-    # The negatives count is named beside the digest, so a refused resume names it.
-    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "num_negatives": ds.valid.num_negatives,
+    # The settings that shape the splits are named beside the digest, so a refused resume names them.
+    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "source": ds.name,
+            "history_len": ds.stats["history_len"], "num_negatives": ds.valid.num_negatives,
             "num_users": ds.num_users, "num_items": ds.num_items}
 
   def describe(self) -> dict[str, Any]:

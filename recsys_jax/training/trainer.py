@@ -93,7 +93,8 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
   n_batches = task.num_train_batches(config.batch_size)
   better = (lambda a, b: a > b) if task.selection_mode == "max" else (lambda a, b: a < b)
 
-  for epoch in range(meta["epoch"] + 1, 0 if inference_only else config.epochs + 1):
+  first_epoch = meta["epoch"] + 1  # this process compiles the train step during it
+  for epoch in range(first_epoch, 0 if inference_only else config.epochs + 1):
     if meta["best_value"] is not None and epoch - 1 - meta["best_epoch"] >= config.early_stop_patience:
       log(f"early stop: no {task.selection_metric} improvement for {config.early_stop_patience} epochs")
       break
@@ -106,7 +107,8 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
       raise FloatingPointError(f"training diverged at epoch {epoch}: loss {train_loss}")
 
     record = {"epoch": epoch, "step": int(state["step"]), "train_loss": train_loss,
-              "epoch_train_seconds": seconds}
+              "epoch_train_seconds": seconds, "epoch_train_examples": examples,
+              "includes_compilation": epoch == first_epoch}
     for split in task.epoch_eval_splits:
       record[split] = evaluate(task, eval_step, state, split, eval_batch_size)
     value = record["valid"][task.selection_metric]
@@ -118,7 +120,8 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
     ckpt.save(epoch, state, meta, best=improved)
     with open(metrics_path, "a", encoding="utf-8") as f:
       f.write(_jsonl(record))
-    log(f"epoch {epoch}: train_loss {train_loss:.4f} | valid " + _fmt(record["valid"]) + (" *" if improved else ""))
+    log(f"epoch {epoch}: train_loss {train_loss:.4f} | "
+        + " | ".join(f"{split} {_fmt(record[split])}" for split in task.epoch_eval_splits) + (" *" if improved else ""))
     if on_epoch_end is not None:
       on_epoch_end(meta["history"])
 
@@ -136,6 +139,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
       "best_epoch": best_meta["epoch"], "epochs_run": meta["epoch"],
       "train_seconds": meta["train_seconds"],
       "train_examples_per_second": meta["train_examples"] / max(meta["train_seconds"], 1e-9),
+      "steady_train_examples_per_second": _steady_rate(meta["history"]),
       "test_eval_seconds": test_seconds,
       "num_params": steps.num_params(state["params"]), "num_devices": n_dev,
       "backend": jax.default_backend(), "config": run_config, "data": task.describe(),
@@ -169,6 +173,13 @@ def train_epoch(task: Task, train_step, state: dict, batch_size: int, data_rng: 
       progress.update(1, n)
   jax.block_until_ready(state)
   return state, float(np.mean(jax.device_get(losses))), examples
+
+
+def _steady_rate(history: list[dict]) -> float | None:
+  """Train examples per second over the epochs that compiled nothing (None when every epoch did)."""
+  steady = [r for r in history if "epoch_train_examples" in r and not r["includes_compilation"]]
+  seconds = sum(r["epoch_train_seconds"] for r in steady)
+  return sum(r["epoch_train_examples"] for r in steady) / seconds if seconds > 0 else None
 
 
 def _jsonl(record: dict) -> str:
