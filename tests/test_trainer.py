@@ -112,9 +112,9 @@ import jax, numpy as np
 from recsys_jax import models, tasks
 from recsys_jax.training import mesh as mesh_lib, steps, trainer
 assert len(jax.devices()) == 4, jax.devices()
-task = tasks.tiny_task("sequential_ctr")
 model = models.get(sys.argv[1])
-config = trainer.model_config_for(model, task)
+task = tasks.tiny_task(model.task)
+config = trainer.model_config_for(model, task, **json.loads(sys.argv[2]))
 out, trained = {}, None
 for n in (1, 4):
   mesh = mesh_lib.make_mesh(jax.devices()[:n])
@@ -133,10 +133,10 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("model", ["slirec"])
-def test_four_devices_give_the_same_losses_as_one(model):
+@pytest.mark.parametrize("model, overrides", [("slirec", {}), ("parsrec", {"item_dim": 16, "user_dim": 16})])
+def test_four_devices_give_the_same_losses_as_one(model, overrides):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE, model], capture_output=True, text=True,
+  proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE, model, json.dumps(overrides)], capture_output=True, text=True,
                         env=env, cwd=REPO, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
