@@ -199,9 +199,9 @@ class BasketCompletionTask(Task):
   def data_identity(self) -> dict[str, Any]:
     ds = self.dataset
     # The settings that shape the splits are named beside the digest, so a refused resume names them.
-    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "source": ds.name,
-            "history_len": ds.stats["history_len"], "num_negatives": ds.valid.num_negatives,
-            "num_users": ds.num_users, "num_items": ds.num_items}
+    # The data's name is left out: the same content under another file name is the same data.
+    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "history_len": ds.stats["history_len"],
+            "num_negatives": ds.valid.num_negatives, "num_users": ds.num_users, "num_items": ds.num_items}
 
   def describe(self) -> dict[str, Any]:
     ds = self.dataset
