@@ -136,8 +136,8 @@ print(json.dumps(out))
 @pytest.mark.parametrize("model, overrides", [("slirec", {}), ("parsrec", {"item_dim": 16, "user_dim": 16})])
 def test_four_devices_give_the_same_losses_as_one(model, overrides):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE, model, json.dumps(overrides)], capture_output=True, text=True,
-                        env=env, cwd=REPO, timeout=600)
+  proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE, model, json.dumps(overrides)], capture_output=True,
+                        text=True, env=env, cwd=REPO, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(out["4"]["losses"], out["1"]["losses"], rtol=2e-5)

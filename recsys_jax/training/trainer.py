@@ -93,7 +93,7 @@ def train_and_evaluate(task: Task, model: ModelDef, model_config: Any, config: T
   n_batches = task.num_train_batches(config.batch_size)
   better = (lambda a, b: a > b) if task.selection_mode == "max" else (lambda a, b: a < b)
 
-  first_epoch = meta["epoch"] + 1  # this process compiles the train step during it
+  first_epoch = meta["epoch"] + 1  # this process compiles (or loads from the cache) the train step during it
   for epoch in range(first_epoch, 0 if inference_only else config.epochs + 1):
     if meta["best_value"] is not None and epoch - 1 - meta["best_epoch"] >= config.early_stop_patience:
       log(f"early stop: no {task.selection_metric} improvement for {config.early_stop_patience} epochs")
@@ -176,7 +176,7 @@ def train_epoch(task: Task, train_step, state: dict, batch_size: int, data_rng: 
 
 
 def _steady_rate(history: list[dict]) -> float | None:
-  """Train examples per second over the epochs that compiled nothing (None when every epoch did)."""
+  """Train examples per second over the epochs after each process's first (None when there are none)."""
   steady = [r for r in history if "epoch_train_examples" in r and not r["includes_compilation"]]
   seconds = sum(r["epoch_train_seconds"] for r in steady)
   return sum(r["epoch_train_examples"] for r in steady) / seconds if seconds > 0 else None
