@@ -4,6 +4,7 @@ import sys
 
 from absl import flags, logging
 
+from recsys_jax import files
 from recsys_jax.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -65,6 +66,26 @@ def require_folder(path: str | None, flag: str) -> None:
   """A folder flag may name a missing folder (it is created) but not a file."""
   if path and os.path.exists(path) and not os.path.isdir(path):
     raise InputError(f"{flag} names a file; expected a folder (it is created if missing)", path)
+
+
+def define_recommendation_flags(input_help: str, unit: str) -> None:
+  """The flags of the commands that recommend from a trained run's workdir."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run of experiments/run.py.", required=True)
+  flags.DEFINE_string("input", None, input_help, required=True)
+  flags.DEFINE_string("output", None, "Where to write the recommendations CSV.", required=True)
+  flags.DEFINE_integer("k", 10, f"Recommendations per {unit}.", lower_bound=1)
+
+
+def require_output_file(path: str) -> None:
+  """Checked before any work: an output path must not be a folder."""
+  if os.path.isdir(path):
+    raise InputError("is a folder; expected the path of the CSV file to write (--output)", path)
+
+
+def write_csv(frame, path: str) -> None:
+  """Writes a pandas frame atomically: a killed run leaves no half-written file."""
+  with files.atomic_path(path) as tmp:
+    frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def guarded(main):

@@ -14,16 +14,11 @@ import pandas as pd  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from experiments import cli  # noqa: E402
-from recsys_jax import files  # noqa: E402
-from recsys_jax.errors import InputError  # noqa: E402
 from recsys_jax.inference import SequentialRecommender  # noqa: E402
 from recsys_jax.sources.interactions_table import read_interactions_table  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a finished run of experiments/run.py.", required=True)
-flags.DEFINE_string("input", None, "Histories table (CSV or TSV).", required=True)
-flags.DEFINE_string("output", None, "Where to write the recommendations CSV.", required=True)
-flags.DEFINE_integer("k", 10, "Recommendations per user.", lower_bound=1)
+cli.define_recommendation_flags("Histories table (CSV or TSV).", "user")
 flags.DEFINE_string("user_col", "user_id", "User column of --input.")
 flags.DEFINE_string("item_col", "item_id", "Item column of --input.")
 flags.DEFINE_string("time_col", "time", "Timestamp column of --input.")
@@ -32,8 +27,7 @@ flags.DEFINE_bool("exclude_seen", True, "Do not recommend items already in the h
 
 def main(argv):
   cli.reject_positional(argv)
-  if os.path.isdir(FLAGS.output):
-    raise InputError("is a folder; expected the path of the CSV file to write (--output)", FLAGS.output)
+  cli.require_output_file(FLAGS.output)
   rec = SequentialRecommender.from_workdir(FLAGS.workdir)
   table = read_interactions_table(FLAGS.input, user=FLAGS.user_col, item=FLAGS.item_col, time=FLAGS.time_col)
   table = table.sort_values(["user", "time"], kind="stable")
@@ -44,8 +38,7 @@ def main(argv):
   recs = rec.recommend(histories, k=FLAGS.k, exclude_seen=FLAGS.exclude_seen)
   out = pd.DataFrame([(u, r + 1, item, score) for u, items in zip(users, recs)
                       for r, (item, score) in enumerate(items)], columns=["user", "rank", "item", "score"])
-  with files.atomic_path(FLAGS.output) as tmp:
-    out.to_csv(tmp, index=False)
+  cli.write_csv(out, FLAGS.output)
   print(f"wrote {len(out)} recommendations for {len(users)} users to {FLAGS.output}")
   known = pd.Series(rec.knows(table["item"].tolist()), index=table.index).groupby(table["user"], sort=False).any()
   if not known.all():

@@ -23,7 +23,9 @@ Outputs are step-major, the scan's layout. Training: `ce` (S, B) (each step's so
 over all ids), `targets` (S, B), `step_mask` (S, B).
 Evaluation: candidate `scores` (S, B, C), `positive` (S, B, C) (still-remaining session items), `step_mask`,
 `placed` (S, B) and `attention` (S, B, S) (step s's weights over key slots, averaged over heads and blocks;
-slot 0 is SOB at step 0). C = S + negatives, or all ids with `full_ranking`.
+slot 0 is SOB at step 0). C = S + negatives, or all ids with `full_ranking`. An evaluation batch may carry
+`in_order` (B,) bool: those rows place their session's items in the listed order instead of by the
+acceptance rule (completing a given partial basket).
 """
 import dataclasses
 import functools
@@ -337,6 +339,8 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
         scores = jnp.where(valid, jnp.einsum("bd,bcd->bc", o, cand_emb), -jnp.inf)
         positive = jnp.concatenate([remaining & real, jnp.zeros(neg_shape, bool)], axis=1)
       accept, _, col = first_hit_in_top_k(scores, positive, c.num_recoms)
+      if "in_order" in batch:  # completing given baskets: their items are placed as listed
+        accept = accept & ~batch["in_order"]
       guess = col if c.full_ranking else jnp.take_along_axis(cand_ids, col[:, None], axis=1)[:, 0]
       out = {"scores": scores, "positive": positive, "attention": attention}
     target, any_left, remaining = place_next(session, remaining, guess, accept)

@@ -174,8 +174,6 @@ def sample_negatives(offsets: np.ndarray, items: np.ndarray, num_items: int, num
 def split_sessions(table: SessionTable, *, name: str, history_len: int | None = None, num_negatives: int = 99,
                    seed: int = 0, num_items: int | None = None, source: str | None = None) -> BasketDataset:
   """Splits sessions per user by time, builds histories and draws the fixed eval negatives."""
-  if history_len is not None and history_len < 0:
-    raise InputError(f"history_len={history_len}; expected None (all earlier sessions) or >= 0", source)
   if num_negatives < 0:
     raise InputError(f"num_negatives={num_negatives}; expected >= 0", source)
   if len(table) == 0:
@@ -184,6 +182,64 @@ def split_sessions(table: SessionTable, *, name: str, history_len: int | None = 
   num_items = max_item + 1 if num_items is None else num_items
   if max_item >= num_items:
     raise InputError(f"item id {max_item} >= num_items={num_items}", source)
+  s = _by_user_and_time(table, history_len, source)
+  if s.per_user.min() < MIN_SESSIONS_PER_USER:
+    k = int(np.argmax(s.per_user < MIN_SESSIONS_PER_USER))
+    raise InputError(f"user {s.user[k]} has {s.per_user[k]} session(s); expected at least "
+                     f"{MIN_SESSIONS_PER_USER} (train, valid, test)", source)
+  rng = np.random.default_rng(seed)
+  splits = {}
+  for split, rows in (("train", np.flatnonzero(s.from_end >= 2)), ("valid", np.flatnonzero(s.from_end == 1)),
+                      ("test", np.flatnonzero(s.from_end == 0))):
+    splits[split] = s.rows(rows, num_items, 0 if split == "train" else num_negatives, rng)
+  lengths = np.diff(s.offsets)
+  stats = {
+      "sessions": int(s.user.shape[0]), "users": int(s.new_user.sum()), "num_users": int(s.user.max()) + 1,
+      "num_items": num_items, "item_ids_used": int(np.unique(s.items).shape[0]),
+      "purchases": int(s.items.shape[0]),
+      "mean_session_length": float(lengths.mean()), "max_session_length": int(lengths.max()),
+      "history_len": history_len, "num_negatives": num_negatives, "seed": seed,
+      **{f"{k}_sessions": len(splits[k]) for k in SPLITS},
+      **{f"{k}_items": int(splits[k].session_items.shape[0]) for k in SPLITS},
+      **{f"{k}_history_items": int(splits[k].history_items.shape[0]) for k in SPLITS},
+  }
+  return BasketDataset(name=name, num_users=int(s.user.max()) + 1, num_items=num_items, stats=stats, **splits)
+
+
+def last_sessions(table: SessionTable, *, history_len: int | None = None, source: str | None = None) -> BasketSplit:
+  """Each user's last session, with the history built as for training (no negatives): the baskets to complete."""
+  if len(table) == 0:
+    raise InputError("no sessions; expected at least one", source)
+  s = _by_user_and_time(table, history_len, source)
+  return s.rows(np.flatnonzero(s.from_end == 0), 0, 0, None)
+
+
+@dataclasses.dataclass
+class _Sorted:
+  """Sessions sorted by (user, time), with each one's first history session and its rank from the user's end."""
+  user: np.ndarray
+  time: np.ndarray
+  items: np.ndarray
+  offsets: np.ndarray
+  new_user: np.ndarray
+  per_user: np.ndarray     # the user's session count, per session
+  from_end: np.ndarray     # 0 for the user's last session, 1 for the second-last, ...
+  first: np.ndarray        # index of the first session in the history window
+
+  def rows(self, rows: np.ndarray, num_items: int, num_negatives: int,
+           rng: np.random.Generator | None) -> BasketSplit:
+    s_items, s_off = _ragged_gather(self.items, self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows])
+    first = self.first[rows]
+    h_items, h_off = _ragged_gather(self.items, self.offsets[first], self.offsets[rows] - self.offsets[first])
+    negatives = sample_negatives(s_off, s_items, num_items, num_negatives, rng)
+    return BasketSplit(user=self.user[rows].astype(np.int32), time=self.time[rows].astype(np.int64),
+                       session_offsets=s_off, session_items=s_items, history_offsets=h_off,
+                       history_items=h_items, negatives=negatives)
+
+
+def _by_user_and_time(table: SessionTable, history_len: int | None, source: str | None) -> _Sorted:
+  if history_len is not None and history_len < 0:
+    raise InputError(f"history_len={history_len}; expected None (all earlier sessions) or >= 0", source)
   order = np.lexsort((table.time, table.user))
   user, time = table.user[order], table.time[order]
   items, offsets = _ragged_gather(table.items, table.offsets[order], table.lengths()[order])
@@ -192,36 +248,9 @@ def split_sessions(table: SessionTable, *, name: str, history_len: int | None = 
     raise InputError("duplicate (user_id, time) sessions; expected unique pairs", source)
   user_start = np.maximum.accumulate(np.where(new_user, np.arange(user.shape[0]), 0))
   user_end = np.append(np.flatnonzero(new_user)[1:], user.shape[0])[np.cumsum(new_user) - 1]
-  per_user = user_end - user_start
-  if per_user.min() < MIN_SESSIONS_PER_USER:
-    k = int(np.argmax(per_user < MIN_SESSIONS_PER_USER))
-    raise InputError(f"user {user[k]} has {per_user[k]} session(s); expected at least "
-                     f"{MIN_SESSIONS_PER_USER} (train, valid, test)", source)
-  first = _history_start(user, time, user_start, history_len)
-  from_end = user_end - 1 - np.arange(user.shape[0])
-  rng = np.random.default_rng(seed)
-  splits = {}
-  for split, rows in (("train", np.flatnonzero(from_end >= 2)), ("valid", np.flatnonzero(from_end == 1)),
-                      ("test", np.flatnonzero(from_end == 0))):
-    s_items, s_off = _ragged_gather(items, offsets[rows], offsets[rows + 1] - offsets[rows])
-    h_items, h_off = _ragged_gather(items, offsets[first[rows]], offsets[rows] - offsets[first[rows]])
-    k = 0 if split == "train" else num_negatives
-    negatives = sample_negatives(s_off, s_items, num_items, k, rng)
-    splits[split] = BasketSplit(user=user[rows].astype(np.int32), time=time[rows].astype(np.int64),
-                                session_offsets=s_off, session_items=s_items, history_offsets=h_off,
-                                history_items=h_items, negatives=negatives)
-  lengths = np.diff(offsets)
-  stats = {
-      "sessions": int(user.shape[0]), "users": int(new_user.sum()), "num_users": int(user.max()) + 1,
-      "num_items": num_items, "item_ids_used": int(np.unique(items).shape[0]),
-      "purchases": int(items.shape[0]),
-      "mean_session_length": float(lengths.mean()), "max_session_length": int(lengths.max()),
-      "history_len": history_len, "num_negatives": num_negatives, "seed": seed,
-      **{f"{s}_sessions": len(splits[s]) for s in SPLITS},
-      **{f"{s}_items": int(splits[s].session_items.shape[0]) for s in SPLITS},
-      **{f"{s}_history_items": int(splits[s].history_items.shape[0]) for s in SPLITS},
-  }
-  return BasketDataset(name=name, num_users=int(user.max()) + 1, num_items=num_items, stats=stats, **splits)
+  return _Sorted(user=user, time=time, items=items, offsets=offsets, new_user=new_user,
+                 per_user=user_end - user_start, from_end=user_end - 1 - np.arange(user.shape[0]),
+                 first=_history_start(user, time, user_start, history_len))
 
 
 def _history_start(user: np.ndarray, time: np.ndarray, user_start: np.ndarray,

@@ -71,6 +71,24 @@ def summarize(hits: np.ndarray, dcg: np.ndarray, steps: np.ndarray, k: int) -> d
 
 # ---- the task ----------------------------------------------------------------------------------------------
 
+def history_bag(data: BasketSplit, index: np.ndarray, num_items: int,
+                h_len: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """The histories of rows `index` as a sparse (len(index), num_items) histogram: (flat positions, values).
+
+  Normalised by the history length, so the model's history mean is one (B, I) x (I, D) product.
+  """
+  h_len = data.history_lengths()[index] if h_len is None else h_len
+  n = index.shape[0]
+  starts = np.asarray(data.history_offsets[index])
+  offsets = np.concatenate([[0], np.cumsum(h_len)])
+  flat = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], h_len)
+  row = np.repeat(np.arange(n, dtype=np.int64), h_len)
+  counts = np.bincount(row * num_items + np.asarray(data.history_items[flat]), minlength=n * num_items)
+  position = np.flatnonzero(counts)
+  value = (counts[position] / np.maximum(h_len, 1)[position // num_items]).astype(np.float32)
+  return position.astype(np.int32), value
+
+
 def bucket_width(length: int) -> int:
   """The compiled session width of a batch whose longest session has `length` items."""
   length = max(int(length), 1)
@@ -125,21 +143,13 @@ class BasketCompletionTask(Task):
     lengths[:n] = self._lengths[split][index]
     session = np.zeros((batch_size, bucket_width(lengths.max(initial=0))), np.int32)
     session[:n] = data.session_matrix(index, session.shape[1])
-    h_len = self._history_lengths[split][index]
-    starts = np.asarray(data.history_offsets[index])
-    offsets = np.concatenate([[0], np.cumsum(h_len)])
-    flat = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], h_len)
-    row = np.repeat(np.arange(n, dtype=np.int64), h_len)
-    counts = np.bincount(row * num_items + np.asarray(data.history_items[flat]), minlength=n * num_items)
-    position = np.flatnonzero(counts)
-    # Normalised by the history length, so the model's history mean is one (B, I) x (I, D) product.
-    value = (counts[position] / np.maximum(h_len, 1)[position // num_items]).astype(np.float32)
+    position, value = history_bag(data, index, num_items, self._history_lengths[split][index])
     user = np.zeros(batch_size, np.int32)
     user[:n] = data.user[index]
     weight = np.zeros(batch_size, np.float32)
     weight[:n] = 1.0
     out = {"user": user, "session": session, "length": lengths, "weight": weight,
-           "history_position": position.astype(np.int32), "history_value": value}
+           "history_position": position, "history_value": value}
     if evaluation and not self.full_ranking:
       negatives = np.zeros((batch_size, data.num_negatives), np.int32)
       negatives[:n] = data.negatives[index]

@@ -1,0 +1,114 @@
+"""Completing given partial baskets with a trained PARSRec run (recsys_jax.basket_inference, complete_baskets.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from recsys_jax import models, tasks
+from recsys_jax.basket_inference import BasketCompleter
+from recsys_jax.errors import InputError
+from recsys_jax.sources.parsrec_text import SessionTable, write_parsrec_text
+from recsys_jax.training import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASKET = 2  # items of each user's last session kept as the basket so far
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A briefly trained tiny PARSRec run, and the tiny task's sessions with each last one cut to BASKET items."""
+  workdir = tmp_path_factory.mktemp("parsrec") / "wd"
+  task = tasks.tiny_task("basket_completion")
+  model = models.get("parsrec")
+  config = trainer.model_config_for(model, task, item_dim=8, user_dim=8)
+  trainer.train_and_evaluate(task, model, config, trainer.TrainConfig(epochs=2, batch_size=32, seed=3),
+                             str(workdir), "tiny", log=lambda *_: None)
+  ds = task.dataset
+  sessions = {}  # user -> [(time, items)] in time order
+  for split in ("train", "valid", "test"):
+    data = ds.split(split)
+    for i in range(len(data)):
+      sessions.setdefault(int(data.user[i]), []).append((int(data.time[i]), data.session(i).tolist()))
+  users, times, lengths, items, full_last = [], [], [], [], {}
+  for u in sorted(sessions):
+    history = sorted(sessions[u])
+    full_last[u] = history[-1][1]
+    history[-1] = (history[-1][0], history[-1][1][:BASKET])
+    for t, s in history:
+      users.append(u), times.append(t), lengths.append(len(s)), items.extend(s)
+  table = SessionTable.from_lengths(np.array(users), np.array(times), np.array(lengths), np.array(items))
+  return workdir, table, sessions, full_last
+
+
+def test_the_next_step_is_the_models_step_after_the_basket_placed_in_order(run):
+  workdir, table, sessions, full_last = run
+  completer = BasketCompleter.from_workdir(str(workdir))
+  done = completer.complete(table, k=5)
+  assert done.user.tolist() == sorted(sessions)
+  # Independently: the full last session in a batch of its own, placed in order, read at step BASKET.
+  model = models.get("parsrec")
+  for row in (0, 17):
+    u = int(done.user[row])
+    earlier = [i for _, s in sorted(sessions[u])[:-1] for i in s]
+    session = np.array([full_last[u]], np.int32)
+    history = np.bincount(earlier, minlength=completer.num_items)[None, :] / len(earlier)
+    batch = {"user": np.array([u], np.int32), "session": session, "length": np.array([session.shape[1]], np.int32),
+             "history": history.astype(np.float32), "weight": np.ones(1, np.float32),
+             "in_order": np.ones(1, bool)}
+    out = jax.device_get(model.apply(completer.config, completer.variables, batch, train=False)[0])
+    assert out["placed"][:, 0].tolist() == full_last[u]  # in_order places the items as listed
+    scores = out["scores"][BASKET, 0].astype(np.float64)
+    allowed = np.arange(completer.num_items) >= 2
+    allowed[full_last[u][:BASKET]] = False
+    expected = np.argsort(-np.where(allowed, scores, -np.inf), kind="stable")[:5]
+    assert done.items[row].tolist() == expected.tolist()
+    softmax = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    np.testing.assert_allclose(done.probability[row], softmax[expected], rtol=1e-4)
+    np.testing.assert_allclose(done.attention[row], out["attention"][BASKET, 0, :BASKET], rtol=1e-5)
+    assert done.attention[row].sum() == pytest.approx(1.0, abs=1e-5)
+    assert done.basket[row].tolist() == full_last[u][:BASKET]
+
+
+def test_batches_do_not_change_the_results(run):
+  workdir, table, _, _ = run
+  completer = BasketCompleter.from_workdir(str(workdir))
+  one, many = completer.complete(table, k=4, batch_size=5), completer.complete(table, k=4)
+  np.testing.assert_array_equal(one.items, many.items)
+  np.testing.assert_allclose(one.probability, many.probability, rtol=1e-5)
+
+
+def test_unknown_users_and_other_runs_are_refused(run, tmp_path):
+  workdir, table, _, _ = run
+  completer = BasketCompleter.from_workdir(str(workdir))
+  bad = SessionTable(user=np.where(np.arange(len(table)) == 3, completer.num_users, table.user), time=table.time,
+                     offsets=table.offsets, items=table.items)
+  with pytest.raises(InputError, match=r"baskets.txt, line 5: user_id 48 is unknown to the model"):
+    completer.complete(bad, source="baskets.txt")
+  (tmp_path / "config.json").write_text(json.dumps({"model": "slirec", "task": "sequential_ctr"}))
+  with pytest.raises(InputError, match="expected a basket completion run"):
+    BasketCompleter.from_workdir(str(tmp_path))
+
+
+def test_cli_writes_the_recommendations_and_refuses_bad_input_in_one_line(run, tmp_path):
+  workdir, table, _, _ = run
+  baskets = tmp_path / "baskets.txt"
+  write_parsrec_text(str(baskets), table, write_dtype_json=False)
+  out = tmp_path / "completions.csv"
+  command = [sys.executable, os.path.join(REPO, "experiments", "complete_baskets.py"), f"--workdir={workdir}",
+             f"--input={baskets}", f"--output={out}", "--k=3"]
+  proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = out.read_text().splitlines()
+  assert lines[0] == "user,time,rank,item,probability,basket_attention" and len(lines) == 1 + 48 * 3
+  assert len(lines[1].split(",")[5].split()) == BASKET
+  baskets.write_text(baskets.read_text() + "7,99,1,100000\n")
+  out.unlink()
+  proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+  assert "item id 100000 is out of range" in lines[0] and f"line {len(table) + 2}" in lines[0]
+  assert not out.exists()
