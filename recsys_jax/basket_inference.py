@@ -77,8 +77,8 @@ class BasketCompleter:
     if int(table.items.max(initial=0)) >= self.num_items:
       raise InputError(f"item ids must be < {self.num_items}, the trained run's catalogue", source)
     queries = last_sessions(table, history_len=self.history_len, source=source)
-    n, k = len(queries), min(k, self.num_items - 2)
     lengths = queries.session_lengths()
+    n, k = len(queries), min(k, self.num_items - 2 - int(lengths.max()))  # only ids that may be recommended
     items = np.zeros((n, k), np.int64)
     probability = np.zeros((n, k), np.float32)
     attention = []
