@@ -55,8 +55,8 @@ class BasketCompleter:
     model = models.get(run["model"])
     # Every id is ranked; the evaluation's sampled negatives play no part here.
     config = dataclasses.replace(model.config_from_json(run["model_config"]), full_ranking=True)
-    variables = checkpoints.restore_variables(workdir, checkpoint)
-    return cls(model, config, variables, run.get("data_identity", {}).get("history_len"))
+    history_len = _history_len(workdir, run)
+    return cls(model, config, checkpoints.restore_variables(workdir, checkpoint), history_len)
 
   @property
   def num_users(self) -> int:
@@ -116,3 +116,18 @@ class BasketCompleter:
     rows = np.arange(m)
     return (np.asarray(out["scores"][lengths, rows], np.float32),
             np.asarray(out["attention"][lengths, rows], np.float32))
+
+
+def _history_len(workdir: str, run: dict) -> int | None:
+  """The run's history window: in config.json, or for runs older than that, in results.json's data stats."""
+  identity = run.get("data_identity", {})
+  if "history_len" in identity:
+    return identity["history_len"]
+  path = os.path.join(workdir, "results.json")
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      stats = json.load(f).get("data", {}).get("stats", {})
+    if "history_len" in stats:
+      return stats["history_len"]
+  raise InputError("records no history window (--history_len): not a finished basket completion run",
+                   path=workdir)

@@ -91,6 +91,16 @@ def test_unknown_users_and_other_runs_are_refused(run, tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"model": "slirec", "task": "sequential_ctr"}))
   with pytest.raises(InputError, match="expected a basket completion run"):
     BasketCompleter.from_workdir(str(tmp_path))
+  saved = json.loads((workdir / "config.json").read_text())
+  del saved["data_identity"]["history_len"]  # as in runs older than the key: results.json has it
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(InputError, match="records no history window"):
+    BasketCompleter.from_workdir(str(tmp_path))
+  (tmp_path / "results.json").write_text(json.dumps({"data": {"stats": {"history_len": 4}}}))
+  assert BasketCompleter.from_workdir(str(workdir)).history_len is None
+  with pytest.raises(InputError, match="holds no best checkpoint"):  # the window was found, then the checkpoint
+    BasketCompleter.from_workdir(str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()  # nothing created
 
 
 def test_cli_writes_the_recommendations_and_refuses_bad_input_in_one_line(run, tmp_path):

@@ -64,7 +64,10 @@ def restore_variables(workdir: str, which: str = "best") -> dict:
 
   Restored as saved, so neither the model nor its optimizer has to be rebuilt to describe the structure.
   """
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints", which)))
+  folder = os.path.abspath(os.path.join(workdir, "checkpoints", which))
+  if not os.path.isdir(folder):  # checked first: orbax's manager would create the folder
+    raise InputError(f"holds no {which} checkpoint: not the workdir of a finished run", path=workdir)
+  manager = ocp.CheckpointManager(folder)
   try:
     step = manager.latest_step()
     if step is None:
