@@ -40,7 +40,7 @@ def main(argv):
                       for r, (item, score) in enumerate(items)], columns=["user", "rank", "item", "score"])
   cli.write_csv(out, FLAGS.output)
   print(f"wrote {len(out)} recommendations for {len(users)} users to {FLAGS.output}")
-  known = pd.Series(rec.knows(table["item"].tolist()), index=table.index).groupby(table["user"], sort=False).any()
+  known = table["item"].isin(rec.item_vocab).groupby(table["user"], sort=False).any()
   if not known.all():
     print(f"note: {int((~known).sum())} of {len(users)} histories (user {known.index[~known.to_numpy()][0]!r} "
           "first) hold no item the model knows; their recommendations do not depend on their items")

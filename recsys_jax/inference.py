@@ -43,10 +43,6 @@ class SequentialRecommender:
     vocab = files.load_npz(os.path.join(workdir, "vocab.npz"))
     return cls(model, config, variables, vocab["item_vocab"], vocab["item_cate"], int(vocab["max_len"]))
 
-  def knows(self, items: Sequence[str]) -> np.ndarray:
-    """Whether each raw item id is in the model's vocabulary (unknown ones are read as padding)."""
-    return np.fromiter((str(item) in self._index for item in items), bool, len(items))
-
   def encode(self, histories: Sequence[History], now: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Histories -> the task's batch layout (without candidates). Unknown items map to index 0."""
     n, length = len(histories), self.max_len
