@@ -225,6 +225,15 @@ def test_hashed_dropout_rate_independence_and_determinism():
   np.testing.assert_array_equal(np.asarray(parsrec.dropout(x, 0.1, None, 3)), np.asarray(x))
 
 
+def test_dropout_mask_of_a_leading_block_is_that_block_of_the_full_mask():
+  # The unrolled training steps mask only the key slots they use; the masks must be the loop's.
+  seed = jnp.array([3, 5], jnp.uint32)
+  full = np.asarray(parsrec.keep_mask((4, 6, 8), 0.5, seed, 17))
+  block = np.asarray(parsrec.keep_mask((4, 2, 8), 0.5, seed, 17, full_shape=(4, 6, 8)))
+  np.testing.assert_array_equal(block, full[:, :2])
+  assert not np.array_equal(np.asarray(parsrec.keep_mask((4, 2, 8), 0.5, seed, 17)), full[:, :2])
+
+
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 def test_tied_cross_entropy_matches_autodiff_of_the_direct_formula(rate):
   rng = np.random.default_rng(0)
