@@ -3,8 +3,8 @@
 python experiments/complete_baskets.py --workdir=workdirs/parsrec-synthetic-seed42 --input=baskets.txt \
     --output=completions.csv --k=10
 `--input` is in the PARSRec text format (`user_id,time,session_length,session_items...`): each user's last
-session is the basket so far, its items in the order they were placed, and the user's earlier sessions
-(if any) are the history. User and item ids are the trained run's. `--output` gets one row per
+session is the basket so far, its items in the order they were placed (or `user_id,time,0` for a basket
+with no item yet: its first item is recommended), and the user's earlier sessions (if any) are the history. User and item ids are the trained run's. `--output` gets one row per
 recommendation: `user, time, rank, item, probability, basket_attention`, where `basket_attention` lists
 `item:weight` for the basket's items: the attention of the step that makes the recommendation (written
 atomically).
@@ -30,7 +30,8 @@ def main(argv):
   cli.reject_positional(argv)
   cli.require_output_file(FLAGS.output)
   completer = BasketCompleter.from_workdir(FLAGS.workdir, FLAGS.checkpoint)
-  table = read_parsrec_text(FLAGS.input, num_items=completer.num_items, min_sessions_per_user=1)
+  table = read_parsrec_text(FLAGS.input, num_items=completer.num_items, min_sessions_per_user=1,
+                            allow_empty_last=True)
   done = completer.complete(table, k=FLAGS.k, source=FLAGS.input)
   rows = []
   for i in range(len(done.user)):

@@ -91,13 +91,15 @@ def write_parsrec_text(path: str, table: SessionTable, *, write_dtype_json: bool
 
 
 def read_parsrec_text(path: str, *, num_items: int | None = None,
-                      min_sessions_per_user: int = MIN_SESSIONS_PER_USER) -> SessionTable:
+                      min_sessions_per_user: int = MIN_SESSIONS_PER_USER,
+                      allow_empty_last: bool = False) -> SessionTable:
   """Reads and validates a PARSRec text file; raises `InputError` naming the first bad line.
 
   Args:
     path: the text file.
     num_items: if given, every item id must be < num_items (ids count SOB=0 and EOB=1).
     min_sessions_per_user: each user needs this many sessions (3: one each for train, valid, test).
+    allow_empty_last: accept `u,t,0` as a user's last session: a basket to complete that has no item yet.
   """
   files.require_file(path, f"a PARSRec session file with header '{HEADER}'")
   with open(path, "rb") as f:
@@ -114,7 +116,7 @@ def read_parsrec_text(path: str, *, num_items: int | None = None,
     raise InputError("no sessions after the header; expected lines 'user_id,time,session_length,item,...'",
                      path, 2)
   values, line_counts = _parse_integers(body, path)
-  return _validate(values, line_counts, path, num_items, min_sessions_per_user)
+  return _validate(values, line_counts, path, num_items, min_sessions_per_user, allow_empty_last)
 
 
 def _parse_integers(body: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -173,14 +175,16 @@ def _parse_integers(body: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _validate(values: np.ndarray, line_counts: np.ndarray, path: str, num_items: int | None,
-              min_sessions: int) -> SessionTable:
+              min_sessions: int, allow_empty_last: bool) -> SessionTable:
   """Checks the parsed fields line by line (vectorised) and builds the table."""
   line_no = np.arange(line_counts.shape[0]) + 2
-  short = line_counts < 4
+  short = line_counts < (3 if allow_empty_last else 4)
   if short.any():
     k = int(np.argmax(short))
-    raise InputError(f"has {line_counts[k]} fields; expected 'user_id,time,session_length,item,...' with at "
-                     "least one item", path, int(line_no[k]))
+    expected = ("(a basket to complete may be empty: 'user_id,time,0')" if allow_empty_last
+                else "with at least one item")
+    raise InputError(f"has {line_counts[k]} fields; expected 'user_id,time,session_length,item,...' {expected}",
+                     path, int(line_no[k]))
   first = np.zeros(line_counts.shape[0], np.int64)
   np.cumsum(line_counts[:-1], out=first[1:])
   user, time, length = values[first], values[first + 1], values[first + 2]
@@ -212,6 +216,7 @@ def _validate(values: np.ndarray, line_counts: np.ndarray, path: str, num_items:
   table = SessionTable.from_lengths(user, time, length, items)
   _check_duplicate_items(table, item_line, path)
   _check_unique_sessions(table, line_no, path)
+  _check_empty_sessions_are_last(table, line_no, path)
   _check_sessions_per_user(table, line_no, path, min_sessions)
   return table
 
@@ -226,6 +231,21 @@ def _check_duplicate_items(table: SessionTable, item_line: np.ndarray, path: str
     k = k[np.argmin(item_line[k])]
     raise InputError(f"item {table.items[k]} appears twice in the session; expected distinct items", path,
                      int(item_line[k]))
+
+
+def _check_empty_sessions_are_last(table: SessionTable, line_no: np.ndarray, path: str) -> None:
+  # An empty session is a basket still to be filled: as history it would say nothing and hide a mistake.
+  empty = table.lengths() == 0
+  if not empty.any():
+    return
+  _, user_index = np.unique(table.user, return_inverse=True)
+  last_time = np.full(int(user_index.max()) + 1, np.iinfo(np.int64).min)
+  np.maximum.at(last_time, user_index, table.time)
+  early = empty & (table.time < last_time[user_index])
+  if early.any():
+    k = int(np.argmax(early))
+    raise InputError(f"session_length is 0 but user {table.user[k]} has a later session; expected items here "
+                     "(only a user's last session, the basket to complete, may be empty)", path, int(line_no[k]))
 
 
 def _check_unique_sessions(table: SessionTable, line_no: np.ndarray, path: str) -> None:
