@@ -4,10 +4,10 @@ python experiments/complete_baskets.py --workdir=workdirs/parsrec-synthetic-seed
     --output=completions.csv --k=10
 `--input` is in the PARSRec text format (`user_id,time,session_length,session_items...`): each user's last
 session is the basket so far, its items in the order they were placed (or `user_id,time,0` for a basket
-with no item yet: its first item is recommended), and the user's earlier sessions (if any) are the history. User and item ids are the trained run's. `--output` gets one row per
-recommendation: `user, time, rank, item, probability, basket_attention`, where `basket_attention` lists
-`item:weight` for the basket's items: the attention of the step that makes the recommendation (written
-atomically).
+with no item yet: its first item is recommended), and the user's earlier sessions (if any) are the
+history. User and item ids are the trained run's. `--output` gets one row per recommendation: `user, time,
+rank, item, probability, basket_attention`, where `basket_attention` lists `item:weight` for the basket's
+items: the attention of the step that makes the recommendation (written atomically).
 """
 import os
 import sys
