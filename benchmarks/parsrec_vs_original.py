@@ -103,7 +103,6 @@ def _ours(scratch: str, k: int) -> dict:
 
 def _original(scratch: str, data_dir: str, k: int) -> dict:
   script = os.path.join(FLAGS.original_dir, FLAGS.original_script)
-  files.require_file(script, "the original's training script (--original_dir, --original_script)")
   out_dir = os.path.join(scratch, f"original_{k}")
   os.makedirs(out_dir)
   log = _run([FLAGS.original_python, script, "--data-directory", data_dir, "--output-directory", out_dir,
@@ -120,6 +119,12 @@ def main(argv):
   cli.reject_positional(argv)
   if not os.path.isdir(FLAGS.original_dir):
     raise InputError("is not a folder; expected a checkout of the original PARSRec repository", FLAGS.original_dir)
+  # Checked before the first run of ours, which takes minutes.
+  files.require_file(os.path.join(FLAGS.original_dir, FLAGS.original_script),
+                     "the original's training script (--original_dir, --original_script)")
+  if shutil.which(FLAGS.original_python) is None:
+    raise InputError("is not an executable Python; expected the original's environment (--original_python)",
+                     FLAGS.original_python)
   with tempfile.TemporaryDirectory(prefix="parsrec_vs_original_") as scratch:
     data_dir = os.path.join(scratch, "data")
     os.makedirs(data_dir)
