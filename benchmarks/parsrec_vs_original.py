@@ -85,9 +85,9 @@ def _run(command: list[str], cwd: str, log_path: str) -> str:
     proc = subprocess.run(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
   with open(log_path, encoding="utf-8", errors="replace") as f:
     text = f.read()
-  if proc.returncode != 0:
-    raise InputError(f"exited with {proc.returncode}: {text.strip().splitlines()[-1:]} (full log: {log_path})",
-                     command[1])
+  if proc.returncode != 0:  # the scratch folder with the log goes away with the error: quote its end
+    last = (text.strip().splitlines() or ["(no output)"])[-1][-300:]
+    raise InputError(f"exited with {proc.returncode}; its last output line: {last}", command[1])
   return text
 
 
@@ -110,8 +110,8 @@ def _original(scratch: str, data_dir: str, k: int) -> dict:
              FLAGS.original_dir, os.path.join(scratch, f"original_{k}.log"))
   seconds = original_epoch_seconds(log)
   if len(seconds) != FLAGS.original_epochs:
-    raise InputError(f"found {len(seconds)} 'training epoch K in S s' lines, expected {FLAGS.original_epochs}",
-                     os.path.join(scratch, f"original_{k}.log"))
+    raise InputError(f"printed {len(seconds)} 'training epoch K in S s' lines, expected {FLAGS.original_epochs}",
+                     script)
   return {"code": "original", "epoch_seconds": seconds}
 
 
