@@ -282,8 +282,11 @@ def test_unrolled_and_looped_training_steps_agree(monkeypatch):
   np.testing.assert_array_equal(np.asarray(targets_unrolled), np.asarray(targets_looped))
   np.testing.assert_allclose(float(unrolled), float(looped), rtol=1e-6)
   for name in grads_looped:
-    np.testing.assert_allclose(np.asarray(grads_unrolled[name]), np.asarray(grads_looped[name]),
-                               rtol=1e-5, atol=1e-6, err_msg=name)
+    # Single-key steps sum the heads' value-output maps before the product when unrolled: the gradients
+    # then differ by rounding relative to their largest entries, where a wrong mask would differ by far more.
+    want = np.asarray(grads_looped[name])
+    np.testing.assert_allclose(np.asarray(grads_unrolled[name]), want, rtol=1e-5,
+                               atol=1e-6 + 1e-7 * np.abs(want).max(), err_msg=name)
 
 
 def test_default_parameter_count_matches_the_original():

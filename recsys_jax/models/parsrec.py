@@ -12,6 +12,9 @@ top-k acceptance rule (section 5.1) in evaluation; both depend on the model's ow
 The math is the original's; the evaluation order is not:
   * single-query attention never projects the keys: q.(K W_k + b_k) = (q W_k^T).K + q.b_k and
     sum_j w_j (K_j W_v + b_v) = (sum_j w_j K_j) W_v + b_v, so each step costs O(heads * keys * d);
+  * a step with a single key slot (steps 0 and 1 when unrolled) skips the query and the softmax: that key's
+    weight is 1 in every head whatever the query, with a zero gradient into it; the last unrolled step
+    skips h_{s+1}, which nothing reads;
   * the constant user part of [v; h; a] is multiplied once per batch, outside the scan;
   * the scan computes each step's logits without gradient (their top-1 drives the target rule) and, while
     they are still in cache, the step's softmax cross-entropy; `_tied_cross_entropy` supplies its gradient
@@ -199,14 +202,19 @@ def _attend(qt: jax.Array, q: jax.Array, keys: jax.Array, key_mask: jax.Array, f
             eps: float) -> tuple[jax.Array, jax.Array]:
   """One attention block, single query per row: (LN(q + MHA(q, K, K)), weights (B, H, S)); W_f is the caller's.
 
-  `qt` (B, H, D) is the query already mapped into key space (see `_fold_block`).
+  `qt` (B, H, D) is the query already mapped into key space (see `_fold_block`); unused (None) with a single
+  key slot, whose weight is 1 in every head.
   """
-  # At most a few keys per row: a fused multiply-and-sum is cheaper than launching batched matmuls.
-  logits = jnp.einsum("bhd,bsd->bhs", qt, keys)
-  logits = jnp.where(key_mask[:, None, :], logits, -jnp.inf)
-  weights = jax.nn.softmax(logits, axis=-1)
-  pooled = jnp.einsum("bhs,bsd->bhd", weights, keys)
-  x = q + jnp.einsum("bhd,hdo->bo", pooled, fb["vo"]) + fb["vo_bias"]
+  if keys.shape[1] == 1:
+    weights = jnp.ones((keys.shape[0], fb["vo"].shape[0], 1), keys.dtype)
+    x = q + keys[:, 0] @ jnp.sum(fb["vo"], axis=0) + fb["vo_bias"]
+  else:
+    # At most a few keys per row: a fused multiply-and-sum is cheaper than launching batched matmuls.
+    logits = jnp.einsum("bhd,bsd->bhs", qt, keys)
+    logits = jnp.where(key_mask[:, None, :], logits, -jnp.inf)
+    weights = jax.nn.softmax(logits, axis=-1)
+    pooled = jnp.einsum("bhs,bsd->bhd", weights, keys)
+    x = q + jnp.einsum("bhd,hdo->bo", pooled, fb["vo"]) + fb["vo_bias"]
   mean = jnp.mean(x, -1, keepdims=True)
   var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
   return (x - mean) * jax.lax.rsqrt(var + eps) * fb["ln"][0] + fb["ln"][1], weights
@@ -288,6 +296,7 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
   # h_s feeds the first query and the cell: one (D, H D + 2D) product per step serves both.
   w_hid = jnp.concatenate([qk0[c.user_dim:].reshape(c.item_dim, -1), w_cell[c.user_dim:c.user_dim + c.item_dim]],
                           axis=1)
+  q_cols = w_hid.shape[1] - 2 * c.item_dim
   # a = W_f x + b_f feeds only the cell, so the last block's W_f folds into the cell's product.
   w_f, b_f = blocks[-1]["f"]
   w_fa = w_f @ w_cell[c.user_dim + c.item_dim:]
@@ -317,19 +326,26 @@ def forward(config: ParsrecConfig, params: dict, batch: dict, *, train: bool,
       key_mask = slots[None, :] < jnp.maximum(s, 1)
       k_drop = dropout(keys, c.dropout, seed, _STREAM_STEP0 + s)
     q = jnp.concatenate([v, h], axis=1)
-    hw = h @ w_hid
+    # h @ w_hid gives [the first query in key space | o | h_{s+1}]. Steps with one key slot (0 and 1 when
+    # unrolled) need no query, and the last unrolled step's h_{s+1} is never used: both skip those columns.
+    single_key = k_drop.shape[1] == 1
+    n_q = 0 if single_key else q_cols
+    n_cell = c.item_dim if isinstance(s, int) and s == width - 1 else 2 * c.item_dim
+    hw = h @ w_hid[:, q_cols - n_q:q_cols + n_cell]
     attention = 0.0
     for i, fb in enumerate(blocks):
-      if i == 0:  # the user half of the first query was projected outside the scan
-        qt = v_qk + hw[:, :-2 * c.item_dim].reshape(v_qk.shape)
+      if single_key:
+        qt = None
+      elif i == 0:  # the user half of the first query was projected outside the scan
+        qt = v_qk + hw[:, :n_q].reshape(v_qk.shape)
       else:
         qt = jnp.einsum("bq,qhd->bhd", q, fb["qk"]) + fb["qk_bias"]
       x, w = _attend(qt, q, k_drop, key_mask, fb, c.ln_eps)
       attention = attention + jnp.mean(w, axis=1) / len(blocks)
       if i < len(blocks) - 1:
         q = x @ fb["f"][0] + fb["f"][1]
-    cell = hw[:, -2 * c.item_dim:] + x @ w_fa + v_cell
-    o, h_next = cell[:, :c.item_dim], jax.nn.relu(cell[:, c.item_dim:])
+    cell = hw[:, n_q:] + x @ w_fa[:, :n_cell] + v_cell[:, :n_cell]
+    o, h_next = cell[:, :c.item_dim], (jax.nn.relu(cell[:, c.item_dim:]) if n_cell > c.item_dim else h)
     if train:  # target rule: the top-1 guess over all ids if it is still in the basket
       logits = jax.lax.stop_gradient(o) @ out_table.T
       top = jnp.max(logits, axis=1, keepdims=True)
