@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recsys_jax import models
-from recsys_jax.models import parsrec
+from recsys_jax.models import hashed_dropout, parsrec
 from recsys_jax.tasks.basket_completion import EOB, first_hit_in_top_k
 
 MODEL = models.get("parsrec")
@@ -217,21 +217,21 @@ def test_padded_steps_are_masked_unless_the_original_behaviour_is_asked_for():
 def test_hashed_dropout_rate_independence_and_determinism():
   seed = jnp.array([7, 11], jnp.uint32)
   x = jnp.ones((2002, 128))
-  a, b = parsrec.dropout(x, 0.1, seed, 3), parsrec.dropout(x, 0.1, seed, 4)
+  a, b = hashed_dropout.dropout(x, 0.1, seed, 3), hashed_dropout.dropout(x, 0.1, seed, 4)
   keep_a, keep_b = np.asarray(a) > 0, np.asarray(b) > 0
   assert abs(keep_a.mean() - 0.9) < 0.003 and abs(float(a.mean()) - 1.0) < 0.005
   assert abs((keep_a & keep_b).mean() - 0.81) < 0.003              # streams are independent
-  np.testing.assert_array_equal(np.asarray(parsrec.dropout(x, 0.1, seed, 3)), np.asarray(a))
-  np.testing.assert_array_equal(np.asarray(parsrec.dropout(x, 0.1, None, 3)), np.asarray(x))
+  np.testing.assert_array_equal(np.asarray(hashed_dropout.dropout(x, 0.1, seed, 3)), np.asarray(a))
+  np.testing.assert_array_equal(np.asarray(hashed_dropout.dropout(x, 0.1, None, 3)), np.asarray(x))
 
 
 def test_dropout_mask_of_a_leading_block_is_that_block_of_the_full_mask():
   # The unrolled training steps mask only the key slots they use; the masks must be the loop's.
   seed = jnp.array([3, 5], jnp.uint32)
-  full = np.asarray(parsrec.keep_mask((4, 6, 8), 0.5, seed, 17))
-  block = np.asarray(parsrec.keep_mask((4, 2, 8), 0.5, seed, 17, full_shape=(4, 6, 8)))
+  full = np.asarray(hashed_dropout.keep_mask((4, 6, 8), 0.5, seed, 17))
+  block = np.asarray(hashed_dropout.keep_mask((4, 2, 8), 0.5, seed, 17, full_shape=(4, 6, 8)))
   np.testing.assert_array_equal(block, full[:, :2])
-  assert not np.array_equal(np.asarray(parsrec.keep_mask((4, 2, 8), 0.5, seed, 17)), full[:, :2])
+  assert not np.array_equal(np.asarray(hashed_dropout.keep_mask((4, 2, 8), 0.5, seed, 17)), full[:, :2])
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
@@ -241,7 +241,7 @@ def test_tied_cross_entropy_matches_autodiff_of_the_direct_formula(rate):
   table = jnp.asarray(rng.standard_normal((7, 5)), jnp.float32)
   targets = jnp.asarray(rng.integers(0, 7, (3, 4)), jnp.int32)
   ct = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)     # the loss's weight on each step's ce
-  keep = None if rate == 0 else parsrec.keep_mask(table.shape, rate, jnp.array([1, 2], jnp.uint32), 9)
+  keep = None if rate == 0 else hashed_dropout.keep_mask(table.shape, rate, jnp.array([1, 2], jnp.uint32), 9)
 
   def logits_of(o, t):
     return jnp.einsum("sbd,id->sbi", o, t if keep is None else jnp.where(keep, t / (1 - rate), 0.0))

@@ -19,10 +19,9 @@ The math is the original's; the evaluation order is not:
   * the scan computes each step's logits without gradient (their top-1 drives the target rule) and, while
     they are still in cache, the step's softmax cross-entropy; `_tied_cross_entropy` supplies its gradient
     afterwards with two products over all steps at once.
-Dropout masks come from a counter-based integer hash, not threefry: on CPU, threefry bits for the 2,002 x 128
-output table cost more than the 2,002-way product they mask. Key masks are fresh per step, as in the original,
-which re-embeds the basket on every step; the output table gets one mask per batch (the original redraws it
-per step), which lets the output layer's gradient run as two products over all steps.
+Dropout masks are hashed (`hashed_dropout`), not drawn with threefry. Key masks are fresh per step, as in the
+original, which re-embeds the basket on every step; the output table gets one mask per batch (the original
+redraws it per step), which lets the output layer's gradient run as two products over all steps.
 Outputs are step-major, the scan's layout. Training: `ce` (S, B) (each step's softmax cross-entropy of its target
 over all ids), `targets` (S, B), `step_mask` (S, B).
 Evaluation: candidate `scores` (S, B, C), `positive` (S, B, C) (still-remaining session items), `step_mask`,
@@ -40,9 +39,9 @@ import jax
 import jax.numpy as jnp
 
 from recsys_jax.models import registry
+from recsys_jax.models.hashed_dropout import dropout, keep_mask
 from recsys_jax.tasks.basket_completion import EOB, first_hit_in_top_k
 
-_GOLDEN = 0x9E3779B1
 _UNROLL_STEPS = 16  # longer (power-of-two padded) sessions keep the loop: compile time grows with the steps
 
 
@@ -68,45 +67,6 @@ class ParsrecConfig:
   def __post_init__(self):
     if (self.user_dim + self.item_dim) % self.num_heads:
       raise ValueError("user_dim + item_dim must be divisible by num_heads")
-
-
-# ---- dropout ---------------------------------------------------------------------------------------------
-
-def _fmix32(x: jax.Array) -> jax.Array:
-  """MurmurHash3's 32-bit finaliser: a bijective avalanche mix of uint32 values."""
-  x = x ^ (x >> 16)
-  x = x * jnp.uint32(0x85EBCA6B)
-  x = x ^ (x >> 13)
-  x = x * jnp.uint32(0xC2B2AE35)
-  return x ^ (x >> 16)
-
-
-def keep_mask(shape: tuple[int, ...], rate: float, seed: jax.Array, stream,
-              full_shape: tuple[int, ...] | None = None) -> jax.Array:
-  """Bernoulli(1 - rate) mask hashed from (seed, stream, element index).
-
-  `seed` is a (2,) uint32 array drawn once per call of the model; `stream` (an int or traced int) separates
-  the uses and steps, so each gets an independent mask. With `full_shape`, the mask is the leading block
-  `shape` of the mask of `full_shape` (each element keeps its index in the full array).
-  """
-  stream = jnp.asarray(stream, jnp.uint32)
-  k1 = _fmix32(seed[0] ^ (stream * jnp.uint32(0x85EBCA77)))
-  k2 = seed[1] + stream
-  full_shape = shape if full_shape is None else full_shape
-  index = jnp.zeros(shape, jnp.uint32)
-  for axis in range(len(shape)):  # the row-major index in the full array
-    stride = math.prod(full_shape[axis + 1:])
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
-  bits = _fmix32(_fmix32(index * jnp.uint32(_GOLDEN) + k1) ^ k2)
-  return bits >= jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
-
-
-def dropout(x: jax.Array, rate: float, seed: jax.Array | None, stream,
-            full_shape: tuple[int, ...] | None = None) -> jax.Array:
-  """Inverted dropout with a `keep_mask`; identity when seed is None (evaluation) or rate is 0."""
-  if seed is None or rate <= 0:
-    return x
-  return jnp.where(keep_mask(x.shape, rate, seed, stream, full_shape), x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 # Dropout streams: fixed ids for the per-batch uses, then one per step for the keys.
