@@ -20,7 +20,8 @@ from recsys_jax import files
 from recsys_jax.errors import InputError
 from recsys_jax.preprocessing.baskets import load_basket_dataset
 from recsys_jax.synthetic.parsrec import ParsrecGeneratorConfig
-from recsys_jax.tasks.basket_completion import BasketCompletionTask, category_attention, key_lift, pair_lift
+from recsys_jax.tasks.basket_completion import (TRAIN_ORDERS, BasketCompletionTask, category_attention, key_lift,
+                                               pair_lift)
 
 DATASETS = ("synthetic", "parsrec_text", "instacart")
 # PARSRec.sh: 50 epochs, batch 256, Adam 1e-3, global-norm clipping 30, no early stopping.
@@ -54,6 +55,9 @@ flags.DEFINE_integer("parsrec_dim", 128, "PARSRec: user and item embedding size 
                      "hidden state has the item size.", lower_bound=1)
 flags.DEFINE_bool("parsrec_eob_padding", False, "PARSRec: train EOB targets on the padded steps of sessions "
                   "shorter than their batch, as the original does (default: those steps are masked).")
+flags.DEFINE_enum("basket_train_order", "length", TRAIN_ORDERS, "Training batches: `length` sorts sessions by "
+                  "length into fixed chunks, shuffled per epoch (the original's loader); `shuffled` draws fresh "
+                  "random batches every epoch, padded to their longest session.")
 flags.DEFINE_integer("parsrec_users", _GEN.num_users, "synthetic: number of users.")
 flags.DEFINE_integer("parsrec_sessions", _GEN.num_sessions, "synthetic: sessions per user.")
 flags.DEFINE_integer("parsrec_categories", _GEN.num_categories, "synthetic: number of categories (<= 20).")
@@ -134,7 +138,8 @@ def build_task(model, f):
   num_items = generator_config(f).num_items if f.dataset == "synthetic" else f.num_items
   dataset = load_basket_dataset(path, history_len=f.history_len, num_negatives=f.num_negatives, seed=f.seed,
                                 cache_dir=f.cache_dir, rebuild=f.convert_dataset2binary, num_items=num_items)
-  task = BasketCompletionTask(dataset, num_recoms=f.num_recoms, full_ranking=f.full_ranking, tie_seed=f.seed)
+  task = BasketCompletionTask(dataset, num_recoms=f.num_recoms, full_ranking=f.full_ranking, tie_seed=f.seed,
+                              train_order=f.basket_train_order)
   overrides = {}
   if model.name == "parsrec":
     overrides = {"dropout": f.parsrec_dropout, "train_eob_on_padding": f.parsrec_eob_padding,

@@ -109,6 +109,27 @@ def test_length_bucketed_batches():
   assert bc.bucket_width(10) == 10 and bc.bucket_width(17) == 32 and bc.bucket_width(0) == 1
 
 
+def test_shuffled_batches_are_fresh_each_epoch_and_cover_the_split_once():
+  task, _ = _task(train_order="shuffled")
+  train = task.dataset.train
+  everything = sorted(tuple(r[r > 0]) for r in train.session_matrix(np.arange(len(train)), 10))
+  epochs = [list(task.train_batches(16, np.random.default_rng(e))) for e in (0, 1, 0)]
+  assert len(epochs[0]) == task.num_train_batches(16)
+  contents = []
+  for batches in epochs:
+    seen = []
+    for b in batches:
+      real = b["weight"] > 0
+      assert b["session"].shape == (16, b["length"].max())  # padded to the batch's longest session
+      seen.append(sorted(tuple(r[r > 0]) for r in b["session"][real]))
+    assert sorted(s for batch in seen for s in batch) == everything  # every session once per epoch
+    contents.append(seen)
+  assert contents[0] == contents[2]  # the epoch's rng fixes the batches
+  assert sorted(contents[0]) != sorted(contents[1])  # other batches, not only another order of fixed chunks
+  with pytest.raises(ValueError, match="train_order"):
+    _task(train_order="sorted")
+
+
 def test_history_histogram_gives_the_mean_embedding_and_eval_batches_carry_negatives():
   task, _ = _task()
   table = np.random.default_rng(0).standard_normal((task.dataset.num_items, 4))

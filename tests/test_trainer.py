@@ -73,7 +73,7 @@ def test_resume_refuses_different_data(tmp_path):
     _run(tmp_path, epochs=2, task=tasks.tiny_task("sequential_ctr", seed=1))
 
 
-def test_resume_names_a_changed_history_window(tmp_path):
+def test_resume_names_a_changed_history_window_or_training_order(tmp_path):
   import dataclasses
   from recsys_jax.tasks.basket_completion import BasketCompletionTask
   _run(tmp_path, epochs=1, model="parsrec", item_dim=8, user_dim=8)
@@ -81,6 +81,9 @@ def test_resume_names_a_changed_history_window(tmp_path):
   changed = dataclasses.replace(ds, name="renamed", stats={**ds.stats, "history_len": 3})
   with pytest.raises(InputError, match=r"\(data_identity.history_len differ\)"):
     _run(tmp_path, epochs=2, model="parsrec", task=BasketCompletionTask(changed), item_dim=8, user_dim=8)
+  with pytest.raises(InputError, match=r"\(data_identity.train_order differ\)"):
+    _run(tmp_path, epochs=2, model="parsrec", task=BasketCompletionTask(ds, train_order="shuffled"), item_dim=8,
+         user_dim=8)
 
 
 def test_inference_only_may_change_evaluation_settings_only(tmp_path):

@@ -8,9 +8,12 @@ Batch layout (leading axis B, fixed per batch size; padded rows have weight 0 an
                              item embedding (a row of zeros for an empty history): one shape for any history
   negatives (B, K)  int32    eval batches only (not in full-ranking mode): the split's fixed negatives
   weight    (B,)    float32
-Batches are length-bucketed as in the original: sessions sorted by length, cut into chunks of B, chunk order
-shuffled per epoch (a leftover partial chunk comes last). S is the chunk's longest session, rounded up to a
-power of two beyond 16, so a dataset compiles one shape per distinct session length (3..10 by default).
+Training batches are length-bucketed as in the original (`train_order="length"`): sessions sorted by length,
+cut into chunks of B, chunk order shuffled per epoch (a leftover partial chunk comes last).
+`train_order="shuffled"` draws fresh random batches every epoch instead, as a loader without the sort would;
+their shorter sessions then have padded steps (EOB targets if the model trains them). S is the batch's longest
+session, rounded up to a power of two beyond 16, so a dataset compiles one shape per distinct session length
+(3..10 by default).
 
 Loss: softmax cross-entropy over all ids per step, summed over a session's steps, averaged over real rows
 (the original's "sum over steps of the batch-mean CE"). The model hands over each step's cross-entropy (`ce`,
@@ -30,6 +33,7 @@ from recsys_jax.tasks.base import Batch, Task, splits_digest
 
 SOB, EOB = 0, 1
 _SPLITS = ("train", "valid", "test")
+TRAIN_ORDERS = ("length", "shuffled")
 _EXACT_WIDTHS = 16  # session widths up to this compile one shape each; longer ones round up to a power of 2
 
 
@@ -102,12 +106,15 @@ class BasketCompletionTask(Task):
   epoch_eval_splits = ("valid", "test")
 
   def __init__(self, dataset: BasketDataset, num_recoms: int = 10, full_ranking: bool = False,
-               tie_seed: int | None = 0):
+               tie_seed: int | None = 0, train_order: str = "length"):
     """`tie_seed` breaks length ties of the training order by a fixed seeded permutation, so that a chunk
     mixes users (the original's unstable sort by length scrambles ties too); None keeps the split's (user,
-    time) order, where a chunk holds a few dozen consecutive users."""
+    time) order, where a chunk holds a few dozen consecutive users. `train_order`: see the module doc."""
     if num_recoms < 1:
       raise ValueError(f"num_recoms={num_recoms}; expected >= 1")
+    if train_order not in TRAIN_ORDERS:
+      raise ValueError(f"train_order={train_order!r}; expected one of {TRAIN_ORDERS}")
+    self.train_order = train_order
     self.dataset = dataset
     self.num_recoms = int(num_recoms)
     self.full_ranking = bool(full_ranking)
@@ -180,6 +187,11 @@ class BasketCompletionTask(Task):
 
   def train_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
     n = len(self.dataset.train)
+    if self.train_order == "shuffled":
+      order = rng.permutation(n)
+      for start in range(0, n, batch_size):
+        yield self.batch("train", order[start:start + batch_size], batch_size)
+      return
     full = n // batch_size
     for k in np.concatenate([rng.permutation(full), np.arange(full, -(-n // batch_size))]).astype(int):
       yield self._chunk_batch("train", int(k), batch_size, evaluation=False)
@@ -208,16 +220,20 @@ class BasketCompletionTask(Task):
 
   def data_identity(self) -> dict[str, Any]:
     ds = self.dataset
-    # The settings that shape the splits are named beside the digest, so a refused resume names them.
+    # The settings that shape the splits are named beside the digest, so a refused resume names them; so is
+    # a training order other than the default (only then, so that runs recorded before the option resume).
     # The data's name is left out: the same content under another file name is the same data.
-    return {"splits": splits_digest(ds.split(s) for s in _SPLITS), "history_len": ds.stats["history_len"],
-            "num_negatives": ds.valid.num_negatives, "num_users": ds.num_users, "num_items": ds.num_items}
+    identity = {"splits": splits_digest(ds.split(s) for s in _SPLITS), "history_len": ds.stats["history_len"],
+                "num_negatives": ds.valid.num_negatives, "num_users": ds.num_users, "num_items": ds.num_items}
+    if self.train_order != TRAIN_ORDERS[0]:
+      identity["train_order"] = self.train_order
+    return identity
 
   def describe(self) -> dict[str, Any]:
     ds = self.dataset
     return {"name": ds.name, "num_users": ds.num_users, "num_items": ds.num_items,
             "sessions": {s: len(ds.split(s)) for s in ("train", "valid", "test")},
-            "num_recoms": self.num_recoms, "full_ranking": self.full_ranking,
+            "num_recoms": self.num_recoms, "full_ranking": self.full_ranking, "train_order": self.train_order,
             "num_negatives": ds.valid.num_negatives, "max_session_len": ds.max_session_len,
             "stats": ds.stats}
 
