@@ -10,8 +10,8 @@ Batch layout (leading axis B, fixed per batch size; padded rows have weight 0 an
   weight    (B,)    float32
 Training batches are length-bucketed as in the original (`train_order="length"`): sessions sorted by length,
 cut into chunks of B, chunk order shuffled per epoch (a leftover partial chunk comes last).
-`train_order="shuffled"` draws fresh random batches every epoch instead, as a loader without the sort would;
-their shorter sessions then have padded steps (EOB targets if the model trains them). S is the batch's longest
+`train_order="shuffled"` draws fresh random batches every epoch instead, as a standard shuffling loader
+does; their shorter sessions then have padded steps (EOB targets if the model trains them). S is the batch's longest
 session, rounded up to a power of two beyond 16, so a dataset compiles one shape per distinct session length
 (3..10 by default).
 
